@@ -1,0 +1,173 @@
+"""Feedback strategies (paper Section 2): how a layer's feedback matrix V is made from its weight W.
+
+A strategy is a small ``nn.Module`` owned by one asymmetric layer. Calling it with W returns V for
+the current mini-batch. Random draws come from the strategy's own ``torch.Generator``, seeded at
+construction; the generator state travels in ``state_dict`` (``get_extra_state``) so a resumed run
+draws exactly the same V sequence as an uninterrupted one.
+
+Batchwise strategies (brSF, brSF-p) redraw on every training-mode call, i.e. once per mini-batch;
+fixed ones (frSF, frSF-p, RndF) draw once, at construction. sign(0) = +1 (GUIDE item 2).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+RNDF_STD = 0.05  # paper: sigma chosen to be 0.05 in all experiments
+FEEDBACK_MODES = ("bp", "usf", "nusf", "brsf", "frsf", "rndf")
+_MODE_RE = re.compile(r"^(bp|usf|nusf|brsf|frsf|rndf)(?:-p(\d{1,3}))?$")
+
+
+def sign(w: torch.Tensor) -> torch.Tensor:
+    """sign with sign(0) = +1, so every feedback weight is -1 or 1 times a magnitude."""
+    return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+
+
+def fan_in(weight: torch.Tensor) -> int:
+    """kh·kw·C_in for a conv weight, in_features for a linear one."""
+    return weight[0].numel()
+
+
+@dataclass(frozen=True)
+class FeedbackSpec:
+    """A parsed feedback mode: ``mode`` in FEEDBACK_MODES, ``flip`` = sign-flip probability in [0, 1]."""
+
+    mode: str = "bp"
+    flip: float = 0.0
+
+    @classmethod
+    def parse(cls, text: "str | FeedbackSpec") -> "FeedbackSpec":
+        if isinstance(text, FeedbackSpec):
+            return text
+        m = _MODE_RE.match(str(text).lower())
+        if not m:
+            raise ValueError(
+                f"unknown feedback mode {text!r}: expected one of {', '.join(FEEDBACK_MODES)}, "
+                "or brsf-p<P>/frsf-p<P> with P a sign-flip percentage (e.g. brsf-p25)")
+        mode, p = m.group(1), m.group(2)
+        if p is not None and mode not in ("brsf", "frsf"):
+            raise ValueError(f"feedback {text!r}: only brsf and frsf take a -p<P> sign-flip suffix")
+        if p is not None and int(p) > 100:
+            raise ValueError(f"feedback {text!r}: P is a percentage in 0..100")
+        return cls(mode, int(p) / 100 if p is not None else 0.0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}-p{round(self.flip * 100)}" if self.flip else self.mode
+
+
+class Feedback(nn.Module):
+    """Base strategy: V = W (plain backprop). Subclasses override ``make``."""
+
+    batchwise = False
+
+    def __init__(self, weight_shape: torch.Size, seed: int = 0):
+        super().__init__()
+        self.weight_shape = tuple(weight_shape)
+        self.seed = int(seed)
+        self._gen: torch.Generator | None = None
+        self._pending_state: torch.Tensor | None = None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        device = torch.device(device)
+        if self._gen is None or self._gen.device.type != device.type:
+            self._gen = torch.Generator(device=device)
+            self._gen.manual_seed(self.seed)
+            if self._pending_state is not None:
+                self._gen.set_state(self._pending_state)
+                self._pending_state = None
+        return self._gen
+
+    def get_extra_state(self):
+        gen = self._gen
+        state = gen.get_state() if gen is not None else self._pending_state
+        return {"seed": self.seed, "rng": state, "rng_device": gen.device.type if gen is not None else "cpu"}
+
+    def set_extra_state(self, state) -> None:
+        self.seed = int(state["seed"])
+        self._gen = None
+        self._pending_state = state["rng"]
+        if state["rng"] is not None and state.get("rng_device", "cpu") != "cpu":
+            # a CUDA generator state cannot seed a CPU generator: recreate it on its own device
+            self._gen = torch.Generator(device=state["rng_device"])
+            self._gen.set_state(state["rng"])
+            self._pending_state = None
+
+    def make(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.make(weight)
+
+    def extra_repr(self) -> str:
+        return f"seed={self.seed}"
+
+
+class UniformSF(Feedback):
+    """uSF: V = sign(W); NuSF (``normalized``): V = sign(W) / fan_in."""
+
+    def __init__(self, weight_shape, seed=0, normalized=False):
+        super().__init__(weight_shape, seed)
+        self.normalized = normalized
+
+    def make(self, weight):
+        v = sign(weight)
+        return v / fan_in(weight) if self.normalized else v
+
+
+class RandomMagnitudeSF(Feedback):
+    """brSF / frSF and their -p variants: V = M ∘ sign(W) ∘ S_p, M ~ U[0,1], S_p = -1 w.p. p.
+
+    Batchwise: M and S_p redrawn on every training-mode call. Fixed: drawn once, kept as buffers.
+    """
+
+    def __init__(self, weight_shape, seed=0, batchwise=False, flip=0.0):
+        super().__init__(weight_shape, seed)
+        self.batchwise = batchwise
+        self.flip = float(flip)
+        mask = self._draw(torch.device("cpu"))
+        # the magnitudes times the flip signs; for batchwise modes this is the latest draw
+        self.register_buffer("mask", mask)
+
+    def _draw(self, device) -> torch.Tensor:
+        gen = self.generator(device)
+        m = torch.rand(self.weight_shape, generator=gen, device=device)
+        if self.flip > 0:
+            flips = torch.rand(self.weight_shape, generator=gen, device=device) < self.flip
+            m = torch.where(flips, -m, m)
+        return m
+
+    def make(self, weight):
+        if self.batchwise and self.training:
+            self.mask = self._draw(weight.device)
+        return self.mask.to(weight.dtype) * sign(weight)
+
+    def extra_repr(self):
+        return f"seed={self.seed}, batchwise={self.batchwise}, flip={self.flip}"
+
+
+class RandomFixed(Feedback):
+    """RndF: V ~ N(0, 0.05²), drawn once, independent of W."""
+
+    def __init__(self, weight_shape, seed=0, std=RNDF_STD):
+        super().__init__(weight_shape, seed)
+        gen = self.generator(torch.device("cpu"))
+        self.register_buffer("v", torch.randn(self.weight_shape, generator=gen) * std)
+
+    def make(self, weight):
+        return self.v.to(weight.dtype)
+
+
+def make_feedback(spec: "str | FeedbackSpec", weight_shape, seed: int = 0) -> Feedback:
+    """The strategy for ``spec`` (e.g. ``"usf"``, ``"brsf-p25"``) for a weight of ``weight_shape``."""
+    spec = FeedbackSpec.parse(spec)
+    if spec.mode == "bp":
+        return Feedback(weight_shape, seed)
+    if spec.mode in ("usf", "nusf"):
+        return UniformSF(weight_shape, seed, normalized=spec.mode == "nusf")
+    if spec.mode in ("brsf", "frsf"):
+        return RandomMagnitudeSF(weight_shape, seed, batchwise=spec.mode == "brsf", flip=spec.flip)
+    return RandomFixed(weight_shape, seed)
