@@ -159,11 +159,12 @@ def input_shape(arch: str) -> tuple:
 
 
 def build_network(arch: str, num_classes: int, model: "str | ModelSpec" = "SGD", freeze: str = "none",
-                  seed: int = 0) -> nn.Sequential:
+                  seed: int = 0, in_features: int | None = None) -> nn.Sequential:
     """A Table 1 network for ``model``: weights initialised and feedback drawn from ``seed``.
 
     Every Conv/FC except the output layer is followed by [BN] and ReLU (GUIDE item 4).
     ``freeze``: ``bottom`` clamps the last layer at its random init, ``top`` clamps all layers before it.
+    ``in_features`` replaces the MLP's 1845 inputs (user feature sets on the ``timit`` arch).
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
@@ -175,6 +176,8 @@ def build_network(arch: str, num_classes: int, model: "str | ModelSpec" = "SGD",
     with init:
         torch.manual_seed(seed)
         shape, layers, weighted = ARCHS[arch]["input"], [], 0
+        if in_features and len(shape) == 1:
+            shape = (in_features,)
         channels, flat = shape[0], None
         size = shape[1] if len(shape) == 3 else None
         rows = ARCHS[arch]["layers"]

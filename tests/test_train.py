@@ -1,0 +1,122 @@
+"""The paper's protocol: schedule, BN statistics, freezing, divergence, exact resume after SIGKILL."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from asym import data
+from asym.models import batchnorm_layers
+from asym.train import Protocol, RunSpec, calibrate_batchnorm, new_state, train_run
+
+SHORT = Protocol(epochs=3, lr_steps=[2])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", cache=os.environ.get("ASYM_CACHE"))
+
+
+def test_lr_schedule_and_large_batch_switch():
+    p = Protocol()
+    assert [p.lr(e, 10) for e in (1, 50, 51, 60, 61, 65)] == pytest.approx([5e-3, 5e-3, 5e-4, 5e-4, 5e-5, 5e-5])
+    assert [p.batch_size_at(e, "standard") for e in (1, 4, 65)] == [100, 100, 100]
+    assert [p.batch_size_at(e, "large_batch") for e in (1, 3, 4, 65)] == [100, 100, 500, 500]
+
+
+def test_large_batch_procedure_in_history(digits, tmp_path):
+    res = train_run(RunSpec("uSF+BM", "digits", 1, procedure="large_batch"), digits, tmp_path,
+                    Protocol(epochs=4, lr_steps=[], large_batch_after=2))
+    assert [h.get("batch_size") for h in res["epochs"][1:]] == [100, 100, 500, 500]
+
+
+def test_bn_calibration_uses_training_batches(digits):
+    state = new_state(RunSpec("uSF+BN", "digits", 1), SHORT, digits, "cpu")
+    calibrate_batchnorm(state.net, digits.x_train, state.data_rng, SHORT)
+    bns = batchnorm_layers(state.net)
+    available = -(-len(digits.y_train) // SHORT.batch_size)  # digits has 13 batches, fewer than 20
+    assert bns and all(int(bn.calibrated_batches) == min(SHORT.bn_batches, available) for bn in bns)
+    assert not state.net.training and not any(bn.calibrating for bn in bns)
+
+
+def test_digits_sgd_learns_within_a_few_epochs(digits, tmp_path):
+    res = train_run(RunSpec("SGD", "digits", 100), digits, tmp_path, SHORT)
+    assert res["status"] == "finished"
+    assert res["epochs"][0]["val_error"] > 70  # untrained ≈ chance
+    assert res["best_val_error"] < 30 and res["best_epoch"] >= 2
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["best_val_error"] == res["best_val_error"] and len(saved["epochs"]) == 4
+    assert {"epoch", "val_error", "train_error", "train_loss", "lr"} <= set(saved["epochs"][1])
+    assert [h["lr"] for h in saved["epochs"][1:]] == pytest.approx([5e-2, 5e-2, 5e-3])
+
+
+@pytest.mark.parametrize("freeze", ["bottom", "top"])
+def test_freezing_really_freezes(digits, tmp_path, freeze):
+    run = RunSpec("uSF+BN+BM", "digits", 10, freeze=freeze)
+    init = new_state(run, SHORT, digits, "cpu").net.state_dict()
+    train_run(run, digits, tmp_path, Protocol(epochs=1, lr_steps=[]))
+    trained = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["net"]
+    last = str(max(int(k.split(".")[0]) for k in init if k.endswith(".weight")))
+    for k, v in init.items():
+        if not (k.endswith(".weight") or k.endswith(".bias")):
+            continue
+        frozen = k.startswith(last + ".") if freeze == "bottom" else not k.startswith(last + ".")
+        assert torch.equal(v, trained[k]) == frozen, k
+
+
+def test_divergence_keeps_best_so_far(digits, tmp_path):
+    res = train_run(RunSpec("SGD", "digits", 1e36), digits, tmp_path, Protocol(epochs=5, lr_steps=[]))
+    assert res["status"] == "diverged"
+    assert res["epochs"][-1]["val_error"] is None and len(res["epochs"]) < 6
+    assert res["best_epoch"] == 0 and res["best_val_error"] == res["epochs"][0]["val_error"]
+
+
+def test_failed_run_writes_result(digits, tmp_path, monkeypatch):
+    import asym.train as t
+    monkeypatch.setattr(t, "evaluate", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError):
+        train_run(RunSpec("SGD", "digits", 1), digits, tmp_path, SHORT)
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["status"] == "failed" and "boom" in saved["error"]
+
+
+def test_bad_run_spec():
+    with pytest.raises(ValueError, match="lr_mult"):
+        RunSpec("SGD", "digits", -1).validate()
+    with pytest.raises(ValueError, match="grammar"):
+        RunSpec("uSF+FOO", "digits", 1).validate()
+
+
+def run_cli(out, epochs, model="brSF+BN+BM"):
+    return [sys.executable, "-m", "asym.train", model, "digits", "10", str(out), "--epochs", str(epochs),
+            "--lr-steps", "3", "--threads", "1"]
+
+
+def test_sigkill_and_resume_is_identical(tmp_path):
+    """A real subprocess SIGKILLed mid-run, re-run: per-epoch metrics equal an uninterrupted run's."""
+    epochs = 6
+    env = dict(os.environ)
+    ref = tmp_path / "ref"
+    subprocess.run(run_cli(ref, epochs), check=True, env=env, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(run_cli(killed, epochs), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for a checkpoint past epoch 1, then kill mid-epoch
+        line = proc.stdout.readline().decode()
+        if "epoch 2:" in line:
+            time.sleep(0.3)
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "result.json").exists(), "the run finished before it was killed"
+    resumed_from = torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 1 <= resumed_from < epochs
+    subprocess.run(run_cli(killed, epochs), check=True, env=env, capture_output=True)
+    a = json.loads((ref / "result.json").read_text())
+    b = json.loads((killed / "result.json").read_text())
+    assert b["timings"]["resumed_from_epoch"] == resumed_from
+    assert a["epochs"] == b["epochs"] and a["best_val_error"] == b["best_val_error"]
