@@ -1,0 +1,209 @@
+"""The one owner of the MLflow schema: tag/metric names, the config hash, run names, skip-done lookup.
+
+The trainer writes through ``RunTracker``; the launcher, ``asym-sync`` and ``analysis`` read through
+``find_runs``/``runs_frame``, so tables, status and sync never disagree with what runs log.
+Tracking failures never fail a run: the run's ``result.json`` is its local record and ``sync`` uploads
+whatever the tracking server missed, idempotently.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger("asym.tracking")
+
+DEFAULT_EXPERIMENT = "weight-symmetry"
+DEFAULT_URI = "sqlite:///mlflow.db"
+EPOCH_METRICS = ("val_error", "train_error", "train_loss", "lr")
+RUN_TAGS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
+STATUS_TAG, HASH_TAG, COMMIT_TAG = "status", "config_hash", "git_commit"
+DONE = ("finished", "diverged")  # a run in one of these states is never trained again
+RUN_DIR_FILE = "result.json"
+
+
+def config_hash(run: dict, protocol: dict) -> str:
+    """Stable hash of what defines a run's numbers (not device, threads, or where it is tracked)."""
+    from .models import parse_model
+    key = {**{k: run[k] for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
+           "lr_mult": float(run["lr_mult"]), "protocol": {k: protocol[k] for k in sorted(protocol)}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_name(run: dict) -> str:
+    """Readable name shown in the MLflow UI, e.g. ``CIFAR · uSF+BN+BM · lr×10``."""
+    from .data import info
+    from .models import parse_model
+    parts = [info(run["dataset"]).title, parse_model(run["model"]).label, f"lr×{float(run['lr_mult']):g}"]
+    if run.get("freeze", "none") != "none":
+        parts.append(run["freeze"])
+    if run.get("procedure", "standard") != "standard":
+        parts.append(run["procedure"])
+    return " · ".join(parts)
+
+
+def resolve_uri(uri: str | None) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else a SQLite file in the working directory."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def client(uri: str | None = None):
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=resolve_uri(uri))
+
+
+def ensure_experiment(uri: str | None, name: str = DEFAULT_EXPERIMENT) -> str:
+    """Create the experiment once (before workers start: concurrent creation misroutes runs)."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name)
+    except Exception:  # another process won the race
+        return c.get_experiment_by_name(name).experiment_id
+
+
+def find_runs(c, experiment_id: str, config_hash_value: str | None = None) -> list:
+    filt = f"tags.{HASH_TAG} = '{config_hash_value}'" if config_hash_value else ""
+    return c.search_runs([experiment_id], filter_string=filt, max_results=50000)
+
+
+def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
+    """All runs of ``experiment`` as a pandas DataFrame (``mlflow.search_runs``), or None if none exist."""
+    import mlflow
+    mlflow.set_tracking_uri(resolve_uri(uri))
+    if mlflow.get_experiment_by_name(experiment) is None:
+        return None
+    return mlflow.search_runs(experiment_names=[experiment], max_results=100000)
+
+
+def _metrics(records: list[dict], skip_steps: set[int] = frozenset()):
+    from mlflow.entities import Metric
+    now = int(time.time() * 1000)
+    return [Metric(k, float(r[k]), now, int(r["epoch"])) for r in records if int(r["epoch"]) not in skip_steps
+            for k in EPOCH_METRICS if r.get(k) is not None]
+
+
+def _log_metrics(c, run_id: str, metrics: list) -> None:
+    for i in range(0, len(metrics), 900):  # MLflow caps a batch at 1000 metrics
+        c.log_batch(run_id, metrics=metrics[i:i + 900])
+
+
+class RunTracker:
+    """Logs one run. Any tracking error is logged once and switches the tracker off; the run goes on."""
+
+    def __init__(self, uri: str | None, experiment: str, run: dict, protocol: dict, params: dict):
+        self.uri, self.experiment = uri, experiment
+        self.run, self.protocol, self.params = run, protocol, params
+        self.hash = config_hash(run, protocol)
+        self.run_id: str | None = None
+        self.ok = True
+
+    def _guard(self, what: str, fn, *args):
+        if not self.ok:
+            return None
+        try:
+            return fn(*args)
+        except Exception as e:  # tracking must never fail a run: result.json + asym-sync cover it
+            self.ok = False
+            log.warning("MLflow unreachable while %s (%s); the run continues, run asym-sync later", what,
+                        str(e).splitlines()[0][:200])
+            return None
+
+    def existing(self):
+        """The MLflow run with this config hash, or None."""
+        def look():
+            c = client(self.uri)
+            exp = c.get_experiment_by_name(self.experiment)
+            runs = find_runs(c, exp.experiment_id, self.hash) if exp else []
+            done = [r for r in runs if r.data.tags.get(STATUS_TAG) in DONE]
+            return (done or runs or [None])[0]
+        return self._guard("looking up the run", look)
+
+    def start(self, existing=None, git_commit: str | None = None) -> None:
+        def start():
+            c = client(self.uri)
+            if existing is not None:
+                self.run_id = existing.info.run_id
+                c.update_run(self.run_id, status="RUNNING")
+            else:
+                exp_id = ensure_experiment(self.uri, self.experiment)
+                tags = {k: str(self.run[k]) for k in RUN_TAGS}
+                from .models import parse_model
+                tags.update({"model": parse_model(self.run["model"]).label, HASH_TAG: self.hash,
+                             STATUS_TAG: "running", COMMIT_TAG: git_commit or "unknown"})
+                self.run_id = c.create_run(exp_id, run_name=run_name(self.run), tags=tags).info.run_id
+                from mlflow.entities import Param
+                c.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in self.params.items()])
+        self._guard("starting the run", start)
+
+    def log_epoch(self, record: dict) -> None:
+        if self.run_id:
+            self._guard("logging an epoch", lambda: _log_metrics(client(self.uri), self.run_id, _metrics([record])))
+
+    def catch_up(self, history: list[dict]) -> None:
+        """Log epochs the MLflow run misses (e.g. done before a crash, or while the server was down)."""
+        if self.run_id:
+            self._guard("catching up epochs", lambda: log_missing_epochs(client(self.uri), self.run_id, history))
+
+    def finish(self, result: dict, out_dir: Path) -> bool:
+        """Summary metrics, tags, artifacts, terminal status. Returns whether MLflow now has it all."""
+        if self.run_id is None:
+            self.ok = True  # the server may be back: try once more from scratch
+            self.start(self.existing())
+        if not self.run_id:
+            return False
+        return bool(self._guard("finishing the run", lambda: finish_run(client(self.uri), self.run_id, result, out_dir)))
+
+
+def log_missing_epochs(c, run_id: str, history: list[dict]) -> None:
+    have = {m.step for m in c.get_metric_history(run_id, "val_error")}
+    _log_metrics(c, run_id, _metrics(history, have))
+
+
+def finish_run(c, run_id: str, result: dict, out_dir: Path) -> bool:
+    from mlflow.entities import Metric
+    log_missing_epochs(c, run_id, result["epochs"])
+    now = int(time.time() * 1000)
+    summary = [Metric("best_val_error", float(result["best_val_error"]), now, 0)] if result["best_val_error"] is not None else []
+    if result["best_epoch"] is not None:
+        summary.append(Metric("best_epoch", float(result["best_epoch"]), now, 0))
+    _log_metrics(c, run_id, summary)
+    for name in (RUN_DIR_FILE, "config.yaml"):
+        if (Path(out_dir) / name).exists():
+            c.log_artifact(run_id, str(Path(out_dir) / name))
+    c.set_tag(run_id, STATUS_TAG, result["status"])
+    c.set_terminated(run_id, status="FAILED" if result["status"] == "failed" else "FINISHED")
+    return True
+
+
+def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> dict:
+    """Upload every local ``result.json`` under ``output_root`` that MLflow lacks or holds incomplete.
+
+    Idempotent: a run already complete in MLflow is left alone; syncing twice creates no duplicates.
+    """
+    counts = {"uploaded": 0, "already": 0}
+    for path in sorted(Path(output_root).rglob(RUN_DIR_FILE)):
+        result = json.loads(path.read_text())
+        if result.get("status") not in DONE + ("failed",):
+            continue
+        tracker = RunTracker(uri, experiment, result["run"], result["protocol"], result.get("config", {}))
+        tracker.ok = True
+        found = tracker.existing()
+        if not tracker.ok:
+            raise RuntimeError(f"tracking server {resolve_uri(uri)} unreachable")
+        if found is not None and found.data.tags.get(STATUS_TAG) == result["status"]:
+            counts["already"] += 1
+            continue
+        tracker.start(found, result.get("git_commit"))
+        if not tracker.finish(result, path.parent):
+            raise RuntimeError(f"could not upload {path}")
+        counts["uploaded"] += 1
+    return counts
