@@ -41,6 +41,19 @@ register_sweeps()
 register_plugins()
 
 
+CONFIG_GROUPS = ("train", "tracking", "sweep")
+
+
+def group_options(group: str) -> list[str]:
+    """Options of a config group: yaml files under conf/ plus ConfigStore entries (sweeps, schemas)."""
+    names = {n[:-5] for n in ConfigStore.instance().list(group) if n.endswith(".yaml")} if group in \
+        ConfigStore.instance().repo else set()
+    folder = resources.files("asym.conf") / group
+    if folder.is_dir():
+        names |= {f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")}
+    return sorted(names - {"schema"})
+
+
 class UsageError(Exception):
     """Bad input: printed as one line, exit code 2, nothing trained or logged."""
 
@@ -134,7 +147,13 @@ def _main(cfg: DictConfig) -> None:
 
 
 def train() -> None:
-    """Console script ``asym-train``."""
+    """Console script ``asym-train``: overrides are checked first, so a typo costs one line, not a trace."""
+    from hydra._internal.utils import get_args_parser
+    args = get_args_parser().parse_args()
+    try:
+        schema.check_overrides(args.overrides, {g: group_options(g) for g in CONFIG_GROUPS})
+    except ValueError as e:
+        fail(str(e))
     _main()
 
 

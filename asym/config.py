@@ -1,6 +1,7 @@
 """The Hydra schema: structured configs, so a typo in a key fails at startup; value checks in ``validate``."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -59,3 +60,65 @@ def run_spec(cfg: Any) -> RunSpec:
     data.info(cfg.dataset)
     return RunSpec(str(cfg.model), str(cfg.dataset), float(cfg.lr_mult), str(cfg.freeze), str(cfg.procedure),
                    int(cfg.seed)).validate()
+
+
+RUN_KEYS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
+
+
+def _known_keys(cls=Config, prefix: str = "") -> list[str]:
+    out = []
+    for name, f in cls.__dataclass_fields__.items():
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            out += _known_keys(sub, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def check_overrides(args: list[str], groups: dict[str, list[str]]) -> None:
+    """Command-line overrides checked against the schema before Hydra composes anything.
+
+    Hydra reports a misspelt key or a badly typed value as a multi-line trace; we want one line.
+    Raises ValueError naming the bad key or value. ``groups`` maps each config group (``train``,
+    ``sweep``…) to its options.
+    """
+    import difflib
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception as e:
+        raise ValueError(str(e).splitlines()[0]) from None
+    keys = _known_keys()
+    for o in overrides:
+        key = o.key_or_group
+        if key in groups:
+            bad = [v for v in _values(o) if v not in groups[key]]
+            if bad:
+                raise ValueError(f"no {key} config '{bad[0]}'; choose from {', '.join(groups[key])}")
+            continue
+        if o.is_delete() or o.is_add() or o.is_force_add() or key.split("/")[0].split(".")[0] == "hydra":
+            continue
+        if key not in keys:
+            hint = difflib.get_close_matches(key, keys, n=1)
+            raise ValueError(f"unknown config key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                             + f"; keys: {', '.join(k for k in keys if '.' not in k)}, data.*, train.*, tracking.*")
+        for v in _values(o):
+            try:
+                cfg = OmegaConf.structured(Config)
+                OmegaConf.update(cfg, key, None if v == "null" else v, merge=True)
+            except OmegaConfBaseException as e:
+                raise ValueError(f"bad value for {key}: {str(e).splitlines()[0]}") from None
+            if key in RUN_KEYS:
+                run_spec(cfg)
+
+
+def _values(override) -> list[str]:
+    """The values an override sets, one per job of a sweep (interval sweeps are left to Hydra)."""
+    if not override.is_sweep_override():
+        return [override.get_value_element_as_str()]
+    return [] if override.is_interval_sweep() else list(override.sweep_string_iterator())

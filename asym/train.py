@@ -254,18 +254,19 @@ def train_run(run: RunSpec, data: TensorData, out_dir: str | Path, proto: Protoc
     proto = proto or Protocol()
     out_dir = Path(out_dir)
     ckpt = out_dir / "checkpoint.pt"
-    device = torch.device(device)
-    torch.manual_seed(run.seed)
-    data = data.to(device)
-    state = new_state(run, proto, data, device)
     t0 = time.time()
     timings = {"started": t0, "resumed_from_epoch": None}
-    if ckpt.exists():
-        state.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
-        timings["resumed_from_epoch"] = state.epoch
-    save = lambda: write_atomic(ckpt, lambda p: torch.save(state.state_dict(), p))
-    progress = Progress(proto.epochs, state.epoch, title or f"{run.dataset} · {run.model} · lr×{run.lr_mult:g}")
-    try:
+    state, progress = None, None
+    try:  # any failure, from a bad device to a corrupt checkpoint, leaves a "failed" result.json
+        device = torch.device(device)
+        torch.manual_seed(run.seed)
+        data = data.to(device)
+        state = new_state(run, proto, data, device)
+        if ckpt.exists():
+            state.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
+            timings["resumed_from_epoch"] = state.epoch
+        save = lambda: write_atomic(ckpt, lambda p: torch.save(state.state_dict(), p))
+        progress = Progress(proto.epochs, state.epoch, title or f"{run.dataset} · {run.model} · lr×{run.lr_mult:g}")
         if not state.history:  # epoch 0: the untrained net counts (GUIDE item 7)
             calibrate_batchnorm(state.net, data.x_train, state.data_rng, proto)
             rec = {"epoch": 0, "val_error": evaluate(state.net, data.x_test, data.y_test), "lr": proto.lr(1, run.lr_mult)}
@@ -289,11 +290,13 @@ def train_run(run: RunSpec, data: TensorData, out_dir: str | Path, proto: Protoc
         result = make_result(run, proto, state.history, state.status, timings, config)
     except Exception as e:
         timings["seconds"] = time.time() - t0
+        history = state.history if state is not None else []
         write_json(out_dir / "result.json",
-                   make_result(run, proto, state.history, "failed", timings, config, f"{type(e).__name__}: {e}"))
+                   make_result(run, proto, history, "failed", timings, config, f"{type(e).__name__}: {e}"))
         raise
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     write_json(out_dir / "result.json", result)
     return result
 

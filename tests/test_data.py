@@ -137,7 +137,7 @@ def test_missing_dataset_one_line_error(tmp_path, name, where):
     with pytest.raises(data.DatasetMissing) as e:
         data.load(name, tmp_path)
     msg = str(e.value)
-    assert "\n" not in msg and str(tmp_path) in msg and where in msg and "get it" in msg
+    assert "\n" not in msg and str(tmp_path) in msg and where in msg and data.info(name).source in msg
     with pytest.raises(data.DatasetMissing):
         data.check_available(name, tmp_path)
 

@@ -15,7 +15,7 @@ IMAGE_SIZE = 119  # folder images are decoded straight to the default119 input s
 
 
 def _missing(meta, path: Path, missing):
-    return missing(f"dataset {meta.name!r} not found at {path}: get it {meta.source}, or set data.root")
+    return missing(f"dataset {meta.name!r} not found at {path}: {meta.source}, or set data.root")
 
 
 def _expected_path(meta, root: Path) -> Path:
@@ -41,7 +41,7 @@ def _tv(cls_name, meta, root, download, missing, **kw):
     try:
         return getattr(tvd, cls_name)(str(root), download=download, **kw)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise missing(f"dataset {meta.name!r} unreadable under {root} ({e}): get it {meta.source}") from None
+        raise missing(f"dataset {meta.name!r} unreadable under {root} ({e}): {meta.source}") from None
 
 
 def _labels(v) -> torch.Tensor:
@@ -142,7 +142,7 @@ def class_folders(meta, root, seed, download, per_class, missing):
 
 def _split_tree(meta, folder: Path, missing):
     if not (folder / "train").is_dir() or not (folder / "test").is_dir():
-        raise missing(f"dataset {meta.name!r} not found at {folder}/{{train,test}}: get it {meta.source}")
+        raise missing(f"dataset {meta.name!r} not found at {folder}/{{train,test}}: {meta.source}")
     train, test = _class_files(folder / "train"), _class_files(folder / "test")
     names = sorted(train)
     if sorted(test) != names:

@@ -9,7 +9,6 @@ Jobs run one at a time with a progress bar under the in-process launcher, or all
 array) under others. Failed jobs do not stop the sweep; they are counted and the sweep exits non-zero.
 At the end the sweep prints the tables named by the ``tables`` config key.
 """
-from __future__ import annotations
 
 import logging
 import sys
@@ -62,6 +61,26 @@ def select_jobs(jobs: List[List[str]], only_for_models: Dict[str, List[str]]) ->
     return out
 
 
+def preflight(config, jobs: List[List[str]]) -> None:
+    """Every run valid and every dataset on disk, before anything is launched or queued: else one line, exit 2."""
+    from asym import data
+    from asym.config import RUN_KEYS, run_spec
+    base = {k: config[k] for k in RUN_KEYS}
+    checked = set()
+    try:
+        for job in jobs:
+            kv = dict(o.split("=", 1) for o in job)
+            run = OmegaConf.create({**base, **{k: kv[k] for k in RUN_KEYS if k in kv}})
+            run_spec(run)
+            where = (run.dataset, kv.get("data.root", config.data.root), kv.get("data.download", config.data.download))
+            if where not in checked:
+                checked.add(where)
+                data.check_available(where[0], where[1], str(where[2]).lower() == "true")
+    except (ValueError, data.DatasetMissing) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 class AsymSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
                  only_for_models: Optional[Dict[str, List[str]]] = None):
@@ -72,6 +91,7 @@ class AsymSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(self._parse_config() + list(arguments))
         jobs = select_jobs(BasicSweeper.split_arguments(overrides, None)[0], self.only_for_models)
+        preflight(self.config, jobs)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

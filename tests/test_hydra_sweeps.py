@@ -1,0 +1,138 @@
+"""Hydra configs and sweeps: grid sizes, the paper's union, the real ``asym-train -m`` with MLflow, skip-done, bad input."""
+import subprocess
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+import asym.cli  # registers the schema, the sweep group and the sweeper  # noqa: F401
+from asym import tracking
+from asym.models import parse_model
+from hydra_plugins.asym_sweeper import select_jobs
+
+TABLES = {"table2": 11 * 75 + 75, "table3": 11 * 75, "table4_c1": 8 * 75, "table4_c2": 4 * 2 * 75, "table5": 8 * 75}
+
+
+def sweep_jobs(name: str, *overrides: str) -> list[dict]:
+    GlobalHydra.instance().clear()
+    with initialize_config_module("asym.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"+sweep={name}", *overrides], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    jobs = select_jobs(BasicSweeper.split_arguments(parsed, None)[0], dict(sweeper.only_for_models))
+    return [dict(o.split("=", 1) for o in job) for job in jobs]
+
+
+def identity(job: dict) -> tuple:
+    return (parse_model(job["model"]).label, job["dataset"], float(job["lr_mult"]),
+            job.get("freeze", "none"), job.get("procedure", "standard"))
+
+
+@pytest.mark.parametrize("name,size", TABLES.items())
+def test_table_grid_sizes(name, size):
+    jobs = sweep_jobs(name)
+    assert len(jobs) == size
+    assert len({identity(j) for j in jobs}) == size
+
+
+def test_paper_is_the_union_without_duplicates():
+    paper = [identity(j) for j in sweep_jobs("paper")]
+    union = set().union(*({identity(j) for j in sweep_jobs(t)} for t in TABLES))
+    assert len(paper) == len(set(paper)), "the paper sweep launches a run twice"
+    assert set(paper) == union
+    assert len(paper) == 2700  # 27 models × 75 + uSF+BM's second procedure × 75 + C2's 8 columns × 75
+    # SGD appears in every table but is trained once per (dataset, lr)
+    assert sum(1 for p in paper if p[0] == "SGD" and p[3] == "none") == 75
+
+
+def test_only_uSF_BM_has_two_procedures_and_only_C2_models_are_clamped():
+    jobs = [identity(j) for j in sweep_jobs("paper")]
+    assert {j[0] for j in jobs if j[4] == "large_batch"} == {"uSF+BM"}
+    assert {j[0] for j in jobs if j[3] != "none"} == {"SGD", "RndF", "RndF+BN+BM", "uSF+BN+BM"}
+
+
+def test_demo_grid():
+    jobs = sweep_jobs("demo")
+    assert len(jobs) == 11 * 3 + 3
+    assert {j["dataset"] for j in jobs} == {"digits"}
+
+
+def asym_train(cwd, *args, timeout=600):
+    return subprocess.run(["asym-train", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_demo_sweep_end_to_end_then_skips_everything(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["-m", "+sweep=demo", "train.epochs=2", "model=SGD,uSF+BM", "lr_mult=10", f"tracking.uri={uri}",
+            f"output_root={tmp_path}/runs"]
+    first = asym_train(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    df = tracking.runs_frame(uri)
+    assert len(df) == 3  # SGD, uSF+BM, uSF+BM large_batch
+    assert set(df["tags.status"]) == {"finished"} and set(df["status"]) == {"FINISHED"}
+    assert set(df["tags.model"]) == {"SGD", "uSF+BM"}
+    assert sorted(df["tags.procedure"]) == ["large_batch", "standard", "standard"]
+    assert set(df["tags.mlflow.runName"]) == {"Digits · SGD · lr×10", "Digits · uSF+BM · lr×10",
+                                              "Digits · uSF+BM · lr×10 · large_batch"}
+    assert df["tags.config_hash"].nunique() == 3 and df["tags.git_commit"].notna().all()
+    c = tracking.client(uri)
+    for run_id in df["run_id"]:
+        for metric in tracking.EPOCH_METRICS:
+            steps = [m.step for m in c.get_metric_history(run_id, metric)]
+            assert steps == ([0, 1, 2] if metric in ("val_error", "lr") else [1, 2]), (metric, steps)
+        artifacts = {a.path for a in c.list_artifacts(run_id)}
+        assert {"result.json", "config.yaml"} <= artifacts
+    assert (df["metrics.best_val_error"] < 90).all()
+
+    checkpoints = sorted((tmp_path / "runs").rglob("checkpoint.pt"))
+    assert len(checkpoints) == 3
+    mtimes = [p.stat().st_mtime_ns for p in checkpoints]
+    again = asym_train(tmp_path, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("skip ") + again.stdout.count("skip ") == 3
+    assert len(tracking.runs_frame(uri)) == 3, "a rerun created MLflow runs"
+    assert [p.stat().st_mtime_ns for p in checkpoints] == mtimes, "a rerun retrained a finished run"
+
+
+@pytest.mark.slow
+def test_failing_run_fails_the_sweep_and_ends_FAILED_in_mlflow(tmp_path):
+    # a run that raises (here: a device this machine does not have) must not be swallowed by Hydra
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    res = asym_train(tmp_path, "-m", "model=SGD", "dataset=digits", "lr_mult=1,10", "train.epochs=1",
+                     "train.device=cuda:99", f"tracking.uri={uri}", f"output_root={tmp_path}/runs")
+    assert res.returncode != 0
+    assert "2 of 2 runs failed" in res.stderr
+    df = tracking.runs_frame(uri)
+    assert len(df) == 2 and set(df["status"]) == {"FAILED"} and set(df["tags.status"]) == {"failed"}
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model=uSF+XX", "unknown model label 'uSF+XX'"),
+    ("modle=SGD", "unknown config key 'modle' (did you mean 'model'?)"),
+    ("train.epohcs=3", "unknown config key 'train.epohcs'"),
+    ("lr_mult=-1", "lr_mult must be a positive number"),
+    ("lr_mult=ten", "bad value for lr_mult"),
+    ("dataset=imagenet", "unknown dataset 'imagenet'"),
+    ("+sweep=table9", "no sweep config 'table9'"),
+    ("freeze=middle", "freeze must be one of"),
+])
+@pytest.mark.parametrize("mode", ["run", "multirun"])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, override, message, mode):
+    args = (["-m"] if mode == "multirun" else []) + [override, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                                                    f"output_root={tmp_path}/runs"]
+    res = asym_train(tmp_path, *args, timeout=120)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_missing_dataset_stops_a_sweep_before_any_run(tmp_path):
+    res = asym_train(tmp_path, "-m", "model=SGD", "dataset=digits,mnist", f"data.root={tmp_path}/nodata",
+                     f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"output_root={tmp_path}/runs", timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "dataset 'mnist' not found" in res.stderr
+    assert not (tmp_path / "mlflow.db").exists()
