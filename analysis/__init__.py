@@ -1,0 +1,1 @@
+"""Tables 2–5 from MLflow (``tables``), their renderers (``render``), figures, and the CLIs (``cli``)."""

@@ -78,7 +78,10 @@ def find_runs(c, experiment_id: str, config_hash_value: str | None = None) -> li
 def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     """All runs of ``experiment`` as a pandas DataFrame (``mlflow.search_runs``), or None if none exist."""
     import mlflow
-    mlflow.set_tracking_uri(resolve_uri(uri))
+    uri = resolve_uri(uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return None  # reading must not create an empty database
+    mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         return None
     return mlflow.search_runs(experiment_names=[experiment], max_results=100000)

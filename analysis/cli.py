@@ -1,0 +1,133 @@
+"""``asym-tables`` and ``asym-report``, and the tables printed at the end of a sweep."""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+from pathlib import Path
+
+from asym import tracking
+
+from . import figures, render
+from .tables import build_all, load_runs, long_form, table_keys
+
+FORMATS = ("terminal", "html", "latex", "markdown", "csv")
+
+
+def fail(msg: str, code: int = 1) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def fail_fast_http() -> None:
+    """A reader should say 'unreachable' in seconds, not retry for minutes as a training run should."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def read_runs(uri: str | None, experiment: str):
+    fail_fast_http()
+    try:
+        return load_runs(uri, experiment)
+    except LookupError as e:
+        fail(str(e))
+    except Exception as e:  # unreachable server, unreadable database
+        fail(f"cannot read MLflow at {tracking.resolve_uri(uri)}: {str(e).splitlines()[0][:200]}")
+
+
+def use_color(choice: str, interactive: bool) -> bool:
+    """``auto``: colours only on a terminal, and never when $NO_COLOR is set."""
+    return choice == "always" or (choice == "auto" and interactive and "NO_COLOR" not in os.environ)
+
+
+def render_tables(cells_list, fmt: str, compare_paper: bool, color: bool) -> str:
+    if fmt == "terminal":
+        return "\n\n".join(render.terminal(c, compare_paper, color) for c in cells_list) + "\n"
+    if fmt == "html":
+        return render.html_page("Weight symmetry: tables", "\n".join(render.html(c, compare_paper) for c in cells_list))
+    if fmt == "latex":
+        return render.latex_document([render.latex(c, compare_paper) for c in cells_list])
+    if fmt == "markdown":
+        return "\n".join(render.markdown(c, compare_paper) for c in cells_list)
+    import pandas as pd
+    return pd.concat([long_form(c) for c in cells_list]).to_csv(index=False, float_format="%.4g")
+
+
+def write_atomic_text(path: Path, text: str) -> None:
+    """Never leave a half-written file: write beside it, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def tables(argv: list[str] | None = None) -> None:
+    """Console script ``asym-tables``."""
+    ap = argparse.ArgumentParser(prog="asym-tables", description="Rebuild the paper's Tables 2–5 from MLflow runs.")
+    ap.add_argument("--table", default="all", help="2, 3, 4 (C1 and C2), 4c1, 4c2, 5 or all (default)")
+    ap.add_argument("--format", default="terminal", choices=FORMATS)
+    ap.add_argument("--out", type=Path, help="write here instead of standard output")
+    ap.add_argument("--compare", action="store_true", help="the paper's numbers and the differences side by side")
+    ap.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+    ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
+    ap.add_argument("--color", default="auto", choices=("auto", "always", "never"), help="terminal colours")
+    a = ap.parse_args(argv)
+    try:
+        keys = table_keys(a.table)
+    except ValueError as e:
+        fail(str(e), 2)
+    runs = read_runs(a.tracking_uri, a.experiment)
+    cells_list = build_all(runs, keys)
+    color = use_color(a.color, a.out is None and sys.stdout.isatty())
+    text = render_tables(cells_list, a.format, a.compare, color)
+    if a.out:
+        write_atomic_text(a.out, text)
+        print(f"asym-tables: wrote {a.out}")
+    else:
+        sys.stdout.write(text)
+
+
+def report(argv: list[str] | None = None) -> None:
+    """Console script ``asym-report``: one self-contained HTML page with every table, comparison and figure."""
+    ap = argparse.ArgumentParser(prog="asym-report", description="Write an HTML report of every table and figure.")
+    ap.add_argument("--out", type=Path, default=Path("report.html"))
+    ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
+    ap.add_argument("--curves", default=None, help="dataset row for the learning curves (default: the first row)")
+    a = ap.parse_args(argv)
+    runs = read_runs(a.tracking_uri, a.experiment)
+    cells_list = build_all(runs, table_keys("all"))
+    fig_dir = a.out.with_name(a.out.stem + "_figures")
+    paths = figures.flip_probability(cells_list[1], fig_dir)
+    row = a.curves or cells_list[0].value.index[0]
+    paths += figures.learning_curves(a.tracking_uri, a.experiment, runs, row, None, fig_dir)
+    for c in cells_list:
+        paths += figures.difference_heatmap(c, fig_dir)
+    body = []
+    for c in cells_list:
+        body.append(f"<h2>{c.spec.title}</h2>")
+        body.append(render.html(c, compare_paper=True))
+    body.append("<h2>Figures</h2>")
+    for p in paths:
+        if p.suffix == ".png":  # embedded, so the page stands alone; PNG and SVG files sit beside it
+            data = base64.b64encode(p.read_bytes()).decode()
+            body.append(f'<figure><img alt="{p.stem}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{p.stem}</figcaption></figure>")
+    write_atomic_text(a.out, render.html_page("Weight symmetry in backpropagation: our runs vs the paper",
+                                              "\n".join(body)))
+    print(f"asym-report: wrote {a.out} and {len(paths)} figure files in {fig_dir}")
+
+
+def print_sweep_tables(config, which: list[str]) -> None:
+    """Called by the sweeper when a multirun ends: the tables that sweep covers, in the terminal."""
+    fail_fast_http()
+    try:
+        runs = load_runs(config.tracking.uri, config.tracking.experiment)
+    except Exception as e:  # the sweep's own result does not depend on printing a table
+        print(f"(no table: {str(e).splitlines()[0][:200]})", file=sys.stderr)
+        return
+    text = render_tables(build_all(runs, table_keys(list(which))), "terminal", False,
+                         use_color("auto", sys.stdout.isatty()))
+    print("\n" + text + "Paper side by side: asym-tables --compare" + (
+        f" --tracking-uri {config.tracking.uri}" if config.tracking.uri else ""), flush=True)

@@ -1,0 +1,188 @@
+"""Renderers for ``Cells``: terminal (ANSI, ≤ 120 columns), HTML and LaTeX (pandas Styler), Markdown, CSV.
+
+Every renderer shows the same thing: the value to two decimals, ``—`` for a missing cell, ``†`` after a
+cell whose best run diverged, ``*`` after a cell still missing some of its runs, yellow/blue highlighting.
+With ``compare`` the paper's numbers and the difference sit next to ours.
+"""
+from __future__ import annotations
+
+import html as html_lib
+import math
+import textwrap
+
+import pandas as pd
+
+from .tables import BETTER, COMPARE_ROW, WORSE, Cells, compare
+
+YELLOW, BLUE = "#ffeb3b", "#64b5f6"
+ANSI = {WORSE: "\033[30;43m", BETTER: "\033[30;46m"}
+RESET = "\033[0m"
+LEGEND = (f"yellow: ≥ 3 pp worse than SGD; blue: ≥ 3 pp better; — no run; † best run diverged; "
+          f"* some runs missing")
+WIDTH = 120
+
+
+def fmt(value: float, diverged: bool = False, partial: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.2f}" + ("†" if diverged else "") + ("*" if partial else "")
+
+
+def fmt_diff(value: float) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:+.2f}"
+
+
+def text_cells(cells: Cells) -> pd.DataFrame:
+    return pd.DataFrame([[fmt(cells.value.iat[i, j], cells.diverged.iat[i, j], cells.partial.iat[i, j])
+                          for j in range(cells.value.shape[1])] for i in range(cells.value.shape[0])],
+                        index=cells.value.index, columns=cells.value.columns)
+
+
+# ------------------------------------------------------------------------------------------------- terminal
+
+
+def terminal(cells: Cells, compare_paper: bool = False, color: bool = True, width: int = WIDTH) -> str:
+    """A fixed-width grid; columns wrap into blocks so no line exceeds ``width``."""
+    text, classes = text_cells(cells), cells.classes()
+    rows: list[tuple[str, list[str], list[str]]] = []   # (label, cells, highlight classes)
+    paper = cells.paper() if compare_paper else None
+    paper_classes = cells.classes(paper) if compare_paper else None
+    for r, name in enumerate(cells.value.index):
+        rows.append((str(name), list(text.iloc[r]), list(classes.iloc[r])))
+        if compare_paper:
+            ref = paper.iloc[r]
+            stand_in = COMPARE_ROW.get(name)
+            rows.append(("  paper" + (f" ({stand_in})" if stand_in else ""), [fmt(v) for v in ref],
+                         list(paper_classes.iloc[r])))
+            rows.append(("  ours − paper", [fmt_diff(v) for v in cells.value.iloc[r] - ref], [""] * len(ref)))
+    label_w = max([len(r[0]) for r in rows] + [len("dataset")]) + 1
+    col_w = [max(len(c), *(len(r[1][j]) for r in rows)) + 2 for j, c in enumerate(cells.value.columns)]
+    blocks, start = [], 0
+    while start < len(col_w):  # greedy: as many columns per block as fit
+        end, used = start, label_w
+        while end < len(col_w) and (used + col_w[end] <= width or end == start):
+            used += col_w[end]
+            end += 1
+        blocks.append(range(start, end))
+        start = end
+
+    def paint(s: str, cls: str) -> str:
+        return f"{ANSI[cls]}{s}{RESET}" if color and cls in ANSI else s
+
+    lines = [textwrap.fill(cells.spec.title, width)]
+    for block in blocks:
+        lines.append("dataset".ljust(label_w) + "".join(cells.value.columns[j].rjust(col_w[j]) for j in block))
+        for label, vals, cls in rows:
+            lines.append(label.ljust(label_w) + "".join(
+                " " * (col_w[j] - len(vals[j]) - 1) + paint(" " + vals[j], cls[j]) for j in block))
+        lines.append("")
+    lines.append(textwrap.fill(f"{cells.summary()}. {LEGEND}", width))
+    if compare_paper:
+        lines.append(textwrap.fill(compare(cells).line(), width))
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------- HTML and LaTeX
+
+
+def _css(cls: str) -> str:
+    return {WORSE: f"background-color: {YELLOW}", BETTER: f"background-color: {BLUE}"}.get(cls, "")
+
+
+def styler(cells: Cells, values: pd.DataFrame | None = None, caption: str | None = None):
+    """A pandas Styler of ``values`` (default: ours) coloured by its own SGD column."""
+    values = cells.value if values is None else values
+    ours = values is cells.value
+    classes = cells.classes(values)
+    shown = text_cells(cells) if ours else values.map(fmt)
+    return (shown.style.apply(lambda _: classes.map(_css), axis=None)
+            .set_caption(caption or cells.spec.title))
+
+
+def html(cells: Cells, compare_paper: bool = False) -> str:
+    """An HTML fragment: the table (and the paper's, the difference and the agreement line)."""
+    parts = [styler(cells).set_table_attributes('class="asym-table"').to_html(),
+             f"<p>{html_lib.escape(cells.summary())}. {html_lib.escape(LEGEND)}</p>"]
+    if compare_paper:
+        paper = cells.paper()
+        parts.append(styler(cells, paper, "The paper's numbers").set_table_attributes('class="asym-table"').to_html())
+        diff = (cells.value - paper).map(fmt_diff)
+        parts.append(diff.style.set_caption("Ours − paper (pp)").set_table_attributes('class="asym-table"').to_html())
+        parts.append(f"<p>{html_lib.escape(compare(cells).line())}</p>")
+    return "\n".join(parts)
+
+
+PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; }}
+table.asym-table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+table.asym-table td, table.asym-table th {{ border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }}
+table.asym-table caption {{ font-weight: bold; text-align: left; padding: 0.3em 0; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>{title}</h1>
+{body}
+</body></html>
+"""
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained page (inline CSS, no external assets)."""
+    return PAGE.format(title=html_lib.escape(title), body=body)
+
+
+LATEX_PREAMBLE = r"""\documentclass{article}
+\usepackage[table]{xcolor}
+\usepackage{booktabs}
+\usepackage[margin=1cm,landscape]{geometry}
+\definecolor{asymworse}{HTML}{FFEB3B}
+\definecolor{asymbetter}{HTML}{64B5F6}
+\begin{document}
+\footnotesize
+"""
+
+
+def latex(cells: Cells, compare_paper: bool = False) -> str:
+    """A LaTeX table body (``\\cellcolor`` from xcolor's ``table`` option)."""
+    def body(values, caption):
+        classes = cells.classes(values)
+        shown = text_cells(cells) if values is cells.value else values.map(fmt)
+        shown = shown.map(lambda s: s.replace("—", "--").replace("†", r"$^\dagger$").replace("*", r"$^*$"))
+        color = lambda cls: {WORSE: "cellcolor:{asymworse};", BETTER: "cellcolor:{asymbetter};"}.get(cls, "")
+        st = shown.style.apply(lambda _: classes.map(color), axis=None)
+        st.index = st.index.map(lambda s: s.replace("_", r"\_"))
+        return st.to_latex(caption=caption.replace("—", "--").replace("_", r"\_"), hrules=True,
+                           position="h", column_format="l" + "r" * shown.shape[1])
+    parts = [body(cells.value, cells.spec.title)]
+    if compare_paper:
+        parts.append(body(cells.paper(), "The paper's numbers"))
+    return "\n".join(parts)
+
+
+def latex_document(fragments: list[str]) -> str:
+    return LATEX_PREAMBLE + "\n".join(fragments) + "\n\\end{document}\n"
+
+
+# ----------------------------------------------------------------------------------------- Markdown and CSV
+
+
+MD_MARK = {WORSE: " 🟨", BETTER: " 🟦"}
+
+
+def markdown(cells: Cells, compare_paper: bool = False) -> str:
+    text, classes = text_cells(cells), cells.classes()
+    paper = cells.paper() if compare_paper else None
+    cols = list(cells.value.columns)
+    lines = [f"**{cells.spec.title}**", "", "| dataset | " + " | ".join(cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for r, name in enumerate(cells.value.index):
+        lines.append(f"| {name} | " + " | ".join(text.iat[r, j] + MD_MARK.get(classes.iat[r, j], "")
+                                                for j in range(len(cols))) + " |")
+        if compare_paper:
+            lines.append("| *paper* | " + " | ".join(fmt(v) for v in paper.iloc[r]) + " |")
+    lines += ["", f"{cells.summary()}. 🟨 ≥ 3 pp worse than SGD, 🟦 ≥ 3 pp better; † best run diverged; "
+                  "* some runs missing."]
+    if compare_paper:
+        lines.append(compare(cells).line())
+    return "\n".join(lines) + "\n"

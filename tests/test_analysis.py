@@ -1,0 +1,211 @@
+"""Tables 2–5 from a real MLflow SQLite store of runs with known metrics: cells, highlighting, comparison, output."""
+import math
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from asym import tracking
+from asym.analysis import figures, render
+from asym.analysis.tables import (BETTER, SAME, TABLES, WORSE, Cells, build, compare, highlight, load_runs,
+                                  long_form, table_keys)
+from asym.train import Protocol
+from dataclasses import asdict
+
+MULTS = (100, 10, 1, 0.1, 0.01)
+PROTOCOL = asdict(Protocol(epochs=3, lr_steps=[2]))
+
+
+def log_run(uri, model, dataset, lr_mult, best, status="finished", procedure="standard", seed=0, freeze="none"):
+    """One run through the schema's own writer: epochs 0..3 whose minimum is ``best``."""
+    history = [best + 50, best + 1, best, best + 0.5] if status != "diverged" else [best, None]
+    epochs = [{"epoch": e, "val_error": v, "train_error": v, "train_loss": 1.0, "lr": 1e-3}
+              for e, v in enumerate(history)]
+    run = {"model": model, "dataset": dataset, "lr_mult": lr_mult, "freeze": freeze, "procedure": procedure,
+           "seed": seed}
+    t = tracking.RunTracker(uri, tracking.DEFAULT_EXPERIMENT, run, PROTOCOL, {"model": model})
+    t.start(None, "test")
+    for rec in epochs:
+        if rec["val_error"] is not None:
+            t.log_epoch(rec)
+    finite = [v for v in history if v is not None]
+    result = {"epochs": [r for r in epochs if r["val_error"] is not None], "best_val_error": min(finite),
+              "best_epoch": history.index(min(finite)), "status": status}
+    assert t.finish(result, "/nonexistent")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """MNIST: SGD best 10.00; BM 12.99, BN 13.00, BN+BM 13.01 (highlight edges); NuSF 7.00; uSF diverged;
+    uSF+BM 20 (batch 100) vs 15 (batch 500 later). CIFAR: BM at five multipliers, SGD at only three."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    for model, best in [("SGD", 10.0), ("BM", 12.99), ("BN", 13.0), ("BN+BM", 13.01), ("NuSF", 7.0)]:
+        for i, m in enumerate(MULTS):
+            log_run(uri, model, "mnist", m, best + abs(i - 2) * 4)  # the best at lr×1
+    for m in MULTS:
+        log_run(uri, "uSF", "mnist", m, 88.0 + m / 100, status="diverged")
+        log_run(uri, "uSF+BM", "mnist", m, 20.0 + m / 100)
+        log_run(uri, "uSF+BM", "mnist", m, 15.0 + m / 100, procedure="large_batch")
+        log_run(uri, "BM1", "cifar10", m, 30.0)  # BM1 is BM
+    for m in (10, 1, 0.1):
+        log_run(uri, "SGD", "cifar10", m, 25.0 + m)
+    log_run(uri, "SGD", "mnist", 1, 1.0, status="failed", seed=1)  # failed runs never count
+    return uri
+
+
+@pytest.fixture(scope="module")
+def runs(store):
+    return load_runs(store)
+
+
+def test_cells_take_the_min_over_epochs_multipliers_and_procedures(runs):
+    t2 = build(TABLES["2"], runs)
+    assert list(t2.value.index) == ["MNIST", "CIFAR"]
+    mnist = t2.value.loc["MNIST"]
+    assert mnist["SGD"] == pytest.approx(10.0)          # not the failed run's 1.0, not another multiplier
+    assert mnist["uSF+BM"] == pytest.approx(15.0001)       # the better procedure
+    assert mnist["uSF"] == pytest.approx(88.0001) and t2.diverged.loc["MNIST", "uSF"]
+    assert not t2.diverged.loc["MNIST", "SGD"]
+    assert t2.value.loc["CIFAR", "BM"] == 30.0 and t2.value.loc["CIFAR", "SGD"] == pytest.approx(25.1)
+
+
+def test_missing_and_partial_cells_are_counted(runs):
+    t2 = build(TABLES["2"], runs)
+    assert math.isnan(t2.value.loc["MNIST", "brSF+BN+BM"])
+    assert t2.partial.loc["CIFAR", "SGD"] and not t2.partial.loc["CIFAR", "BM"]
+    assert not t2.partial.loc["MNIST", "uSF+BM"]
+    # MNIST: 4 of 11 columns never ran; CIFAR: 9 never ran, SGD lacks two multipliers
+    assert t2.incomplete == 14 and t2.summary() == "8 of 22 cells complete, 14 incomplete"
+    assert "—" in render.terminal(t2, color=False)
+
+
+def test_table5_reads_BM1_as_BM(runs):
+    t5 = build(TABLES["5"], runs)
+    assert t5.value.loc["MNIST", "BM1"] == pytest.approx(12.99)
+
+
+@pytest.mark.parametrize("value,sgd,expected", [
+    (12.99, 10.0, SAME), (13.0, 10.0, WORSE), (13.01, 10.0, WORSE),
+    (7.01, 10.0, SAME), (7.0, 10.0, BETTER), (6.99, 10.0, BETTER),
+    (25.73, 22.73, WORSE), (19.73, 22.73, BETTER),  # 3.00 in decimal, not quite in binary
+    (float("nan"), 10.0, SAME),
+])
+def test_highlight_edges(value, sgd, expected):
+    assert highlight(value, sgd) == expected
+
+
+def test_highlight_classes_in_a_built_table(runs):
+    cls = build(TABLES["2"], runs).classes()
+    assert cls.loc["MNIST", ["SGD", "BM", "BN", "BN+BM", "NuSF"]].tolist() == [SAME, SAME, WORSE, WORSE, BETTER]
+
+
+def test_c2_highlights_against_sgd_clamped_on_the_same_side():
+    spec = TABLES["4c2"]
+    value = pd.DataFrame([[10.0, 50.0, 13.0, 47.0, 12.0, 53.0, 7.0, 50.0]], index=["MNIST"], columns=spec.columns)
+    cells = Cells(spec, value, value.astype(bool) & False, value.astype(bool) & False)
+    assert cells.classes().loc["MNIST"].tolist() == [SAME, SAME, WORSE, BETTER, SAME, WORSE, BETTER, SAME]
+
+
+def paper_cells(key, offsets):
+    spec = TABLES[key]
+    value = spec.paper().loc[["MNIST", "CIFAR", "SVHN"]] + offsets
+    false = value.astype(bool) & False
+    return Cells(spec, value, false, false)
+
+
+def test_comparison_numbers():
+    exact = compare(paper_cells("2", 0.5))
+    assert (exact.cells, exact.within_1, exact.within_3) == (33, 33, 33)
+    assert exact.highlight_match == 1.0 and (exact.rank_corr == 1.0).all()
+    offsets = np.zeros((3, 11))
+    offsets[0, 1], offsets[1, 2], offsets[2, 3] = 2.0, -5.0, 50.0
+    shifted = compare(paper_cells("2", offsets))
+    assert (shifted.within_1, shifted.within_3) == (30, 31)
+    # 30 coloured-or-plain cells (SGD excluded); only SVHN's BN+BM changes colour (plain → yellow at +50);
+    # CIFAR's BN stays blue at −5
+    assert shifted.highlight_match == pytest.approx(29 / 30)
+    assert shifted.rank_corr["SVHN"] < 1.0 and shifted.rank_corr["MNIST"] == 1.0
+    flipped = compare(paper_cells("2", np.where(np.arange(11) == 0, 0.0, -100.0)))  # everything "better"
+    assert flipped.highlight_match < 0.5
+
+
+def test_renderers(runs, tmp_path):
+    t2 = build(TABLES["2"], runs)
+    ansi = render.terminal(t2, compare_paper=True, color=True)
+    assert "\033[30;43m" in ansi and "\033[30;46m" in ansi
+    plain = render.terminal(build(TABLES["3"], runs), compare_paper=True, color=False)
+    assert "\033" not in plain and max(len(line) for line in plain.splitlines()) <= 120
+    assert "paper" in plain and "within ±1 pp" in plain
+    html = render.html_page("t", render.html(t2, compare_paper=True))
+    assert "#ffeb3b" in html and "#64b5f6" in html and "88.00†" in html and "The paper's numbers" in html
+    md = render.markdown(t2)
+    assert "| MNIST | 10.00 | 12.99 | 13.00 🟨 | 13.01 🟨 | 88.00† 🟨 | 7.00 🟦 |" in md
+    csv = pd.read_csv(pd.io.common.StringIO(long_form(t2).to_csv(index=False)))
+    row = csv[(csv.dataset == "MNIST") & (csv.model == "BN")].iloc[0]
+    assert row.highlight == WORSE and row.paper == 0.52 and row["diff"] == pytest.approx(12.48)
+
+
+def test_latex_compiles_or_parses(runs, tmp_path):
+    doc = render.latex_document([render.latex(build(TABLES["2"], runs), compare_paper=True)])
+    assert doc.count(r"\begin{tabular}") == doc.count(r"\end{tabular}") == 2
+    assert r"\cellcolor{asymworse}" in doc and r"\cellcolor{asymbetter}" in doc and r"\usepackage[table]{xcolor}" in doc
+    engine = shutil.which("pdflatex") or shutil.which("lualatex")
+    if engine is None:
+        assert "{asymworse} 13.00" in doc  # parsed: the colour precedes the cell it paints
+        return
+    (tmp_path / "t.tex").write_text(doc)
+    res = subprocess.run([engine, "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-2000:]
+
+
+def test_figures_are_written(runs, store, tmp_path):
+    t3 = build(TABLES["3"], runs)
+    t3.value.loc["MNIST", ["brSF+BN+BM", "brSF-p50+BN+BM", "frSF-p100+BN+BM"]] = [1.0, 5.0, 9.0]
+    paths = figures.flip_probability(t3, tmp_path)
+    paths += figures.learning_curves(store, tracking.DEFAULT_EXPERIMENT, runs, "MNIST", ["SGD", "BN"], tmp_path)
+    paths += figures.difference_heatmap(build(TABLES["2"], runs), tmp_path)
+    assert len(paths) == 6
+    for p in paths:
+        head = p.read_bytes()[:100]
+        assert head.startswith(b"\x89PNG") if p.suffix == ".png" else b"<svg" in p.read_bytes()[:2000]
+
+
+def test_table_keys():
+    assert table_keys("all") == ["2", "3", "4c1", "4c2", "5"] and table_keys("4") == ["4c1", "4c2"]
+    with pytest.raises(ValueError, match="choose from"):
+        table_keys("6")
+
+
+def cli(*args, timeout=120):
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_tables_compare_and_report(store, tmp_path):
+    res = cli("asym-tables", "--table", "2", "--compare", "--tracking-uri", store, "--color", "always")
+    assert res.returncode == 0, res.stderr
+    assert "Table 2" in res.stdout and "\033[30;43m" in res.stdout and "paper" in res.stdout
+    out = tmp_path / "t.html"
+    res = cli("asym-tables", "--format", "html", "--out", str(out), "--tracking-uri", store)
+    assert res.returncode == 0 and "#ffeb3b" in out.read_text()
+    res = cli("asym-report", "--out", str(tmp_path / "report.html"), "--tracking-uri", store)
+    assert res.returncode == 0, res.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 7 and "Table 5" in page
+    assert len(list((tmp_path / "report_figures").glob("*.svg"))) >= 7
+
+
+@pytest.mark.parametrize("uri,message", [("sqlite:///{tmp}/none.db", "no runs in experiment"),
+                                         ("http://127.0.0.1:9", "cannot read MLflow at http://127.0.0.1:9")])
+def test_cli_empty_or_unreachable_store(tmp_path, uri, message):
+    res = cli("asym-tables", "--tracking-uri", uri.format(tmp=tmp_path))
+    assert res.returncode == 1
+    assert res.stderr.strip().count("\n") == 0 and message in res.stderr, res.stderr
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_cli_bad_table(store):
+    res = cli("asym-tables", "--table", "7", "--tracking-uri", store)
+    assert res.returncode == 2 and "no table '7'" in res.stderr
