@@ -20,14 +20,8 @@ def fail(msg: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def fail_fast_http() -> None:
-    """A reader should say 'unreachable' in seconds, not retry for minutes as a training run should."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-
 def read_runs(uri: str | None, experiment: str):
-    fail_fast_http()
+    tracking.limit_http_retries()
     try:
         return load_runs(uri, experiment)
     except LookupError as e:
@@ -121,7 +115,7 @@ def report(argv: list[str] | None = None) -> None:
 
 def print_sweep_tables(config, which: list[str]) -> None:
     """Called by the sweeper when a multirun ends: the tables that sweep covers, in the terminal."""
-    fail_fast_http()
+    tracking.limit_http_retries()
     try:
         runs = load_runs(config.tracking.uri, config.tracking.experiment)
     except Exception as e:  # the sweep's own result does not depend on printing a table

@@ -7,6 +7,7 @@ Reads runs through ``asym.tracking`` (the schema's one owner), never by guessing
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -30,13 +31,17 @@ class TableSpec:
     csv: str        # the paper's numbers, shipped in asym/reference
 
     def paper(self) -> pd.DataFrame:
-        text = resources.files("asym") / "reference" / self.csv
-        with resources.as_file(text) as path:
-            return pd.read_csv(path, index_col="dataset")
+        return _read_reference(self.csv).copy()
 
     @property
     def columns(self) -> list[str]:
         return list(self.paper().columns)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_reference(name: str) -> pd.DataFrame:
+    with resources.as_file(resources.files("asym") / "reference" / name) as path:
+        return pd.read_csv(path, index_col="dataset")
 
 
 TABLES = {t.key: t for t in [
@@ -68,6 +73,12 @@ def column_run(column: str) -> tuple[str, str]:
     """A printed column label → (canonical model label, clamp): ``BM1`` → (``BM``, none), ``SGD/top`` → (SGD, top)."""
     model, _, freeze = column.partition("/")
     return parse_model(model).label, freeze or "none"
+
+
+def tables_of(model: str, freeze: str = "none") -> list[str]:
+    """The tables a run feeds, e.g. ``SGD`` (no clamp) → 2, 3, 4c1, 5."""
+    key = (parse_model(model).label, freeze)
+    return [k for k, spec in TABLES.items() if key in {column_run(c) for c in spec.columns}]
 
 
 def baseline_column(column: str) -> str:

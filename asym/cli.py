@@ -32,8 +32,9 @@ def register_plugins() -> None:
     """Hydra finds plugins by scanning hydra_plugins, which misses editable installs: register ours directly."""
     from hydra.core.plugins import Plugins
     plugins = Plugins.instance()  # first: its scan re-executes hydra's plugin modules (new BasicSweeper class)
-    from hydra_plugins.asym_sweeper import AsymSweeper
-    plugins.register(AsymSweeper)
+    from hydra_plugins.asym_hydra import AsymLocalLauncher, AsymSlurmLauncher, AsymSweeper
+    for plugin in (AsymSweeper, AsymSlurmLauncher, AsymLocalLauncher):
+        plugins.register(plugin)
 
 
 schema.register()
@@ -102,6 +103,7 @@ def run_one(cfg: DictConfig) -> dict | None:
     proto_dict = asdict(protocol)
     out_dir = run_dir(cfg, run, proto_dict)
     uri = tracking.resolve_uri(cfg.tracking.uri)
+    tracking.limit_http_retries(retries=2, timeout_s=20)
     tracker = tracking.RunTracker(uri, cfg.tracking.experiment, asdict(run), proto_dict, flat_params(cfg))
     existing = tracker.existing()
     name = tracking.run_name(asdict(run))

@@ -53,6 +53,13 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
+def limit_http_retries(retries: int = 1, timeout_s: int = 10) -> None:
+    """MLflow's HTTP client retries for minutes by default; a reader should fail in seconds, and a run
+    should not stall on a dead server (its result.json and asym-sync cover the outage). Env wins."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+
+
 def client(uri: str | None = None):
     from mlflow.tracking import MlflowClient
     return MlflowClient(tracking_uri=resolve_uri(uri))
@@ -158,8 +165,8 @@ class RunTracker:
 
     def finish(self, result: dict, out_dir: Path) -> bool:
         """Summary metrics, tags, artifacts, terminal status. Returns whether MLflow now has it all."""
+        self.ok = True  # the server may be back after an outage: try once more
         if self.run_id is None:
-            self.ok = True  # the server may be back: try once more from scratch
             self.start(self.existing())
         if not self.run_id:
             return False

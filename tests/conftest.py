@@ -1,4 +1,9 @@
 import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -12,3 +17,57 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_service(reason: str) -> None:
+    """On a laptop a missing service skips the test; under CI it is a failure, never a skip."""
+    if in_ci():
+        pytest.fail(f"CI=true but {reason} (start it with .ci/services-up.sh)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """A real SLURM cluster: sinfo answers and a node is up."""
+    if shutil.which("sinfo") is None:
+        missing_service("SLURM is not installed")
+    res = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if res.returncode != 0 or not res.stdout.strip():
+        missing_service(f"no SLURM controller answers ({res.stderr.strip()[:100]})")
+
+
+def server_up(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> str:
+    """The URI of a real MLflow server (PostgreSQL-backed in CI): $ASYM_TEST_MLFLOW_URI."""
+    uri = os.environ.get("ASYM_TEST_MLFLOW_URI")
+    if not uri:
+        missing_service("ASYM_TEST_MLFLOW_URI is not set")
+    if not server_up(uri):
+        missing_service(f"no MLflow server answers at {uri}")
+    return uri
+
+
+@pytest.fixture(scope="session")
+def test_output() -> Path:
+    """Files a person may want to look at after the run (screenshots): kept, unlike tmp_path."""
+    out = Path(os.environ.get("ASYM_TEST_OUTPUT", Path(__file__).resolve().parent.parent / "test-output"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

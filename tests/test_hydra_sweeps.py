@@ -10,7 +10,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 import asym.cli  # registers the schema, the sweep group and the sweeper  # noqa: F401
 from asym import tracking
 from asym.models import parse_model
-from hydra_plugins.asym_sweeper import select_jobs
+from asym.launcher.plan import select_jobs
 
 TABLES = {"table2": 11 * 75 + 75, "table3": 11 * 75, "table4_c1": 8 * 75, "table4_c2": 4 * 2 * 75, "table5": 8 * 75}
 

@@ -1,0 +1,5 @@
+"""asym's Hydra plugins: the paper-grid sweeper and the SLURM / local-pool launchers (logic in asym.launcher)."""
+# No `from __future__ import annotations` in this package: Hydra's plugin scan execs these files outside
+# sys.modules, where dataclasses cannot resolve string annotations.
+from .launchers import AsymLocalLauncher, AsymSlurmLauncher  # noqa: F401
+from .sweeper import AsymSweeper  # noqa: F401

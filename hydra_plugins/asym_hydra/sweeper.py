@@ -1,0 +1,105 @@
+"""Hydra sweeper for the paper's grids: Hydra's cartesian product, minus runs that do not exist.
+
+On top of ``BasicSweeper`` (see ``asym.launcher.plan``):
+- ``only_for_models`` drops combinations that do not exist (``procedure=large_batch`` only for ``uSF+BM``,
+  ``freeze=bottom|top`` only for Exp. C2's models) and identical runs are launched once (``BM1`` is ``BM``).
+- every run is validated and every dataset found on disk before anything is launched or queued;
+  the plan is written to ``<sweep dir>/runs.json`` for ``asym-status``.
+- in-process, jobs run one at a time under a progress bar; other launchers get one batch.
+- failed jobs do not stop the sweep; they are counted and the sweep exits non-zero (hydra #1928).
+- at the end, the tables named by the ``tables`` config key are printed.
+"""
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+
+log = logging.getLogger("asym.sweep")
+
+
+@dataclass
+class AsymSweeperConf:
+    _target_: str = "hydra_plugins.asym_hydra.sweeper.AsymSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+    only_for_models: Dict[str, List[str]] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="asym", node=AsymSweeperConf, provider="asym")
+
+
+class AsymSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
+                 only_for_models: Optional[Dict[str, List[str]]] = None):
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.only_for_models = dict(only_for_models or {})
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from asym.data import DatasetMissing
+        from asym.launcher import plan
+        from asym.launcher.progress import RunsProgress
+        from asym.launcher.slurm import DRY_RUN, LaunchError
+
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides(self._parse_config() + list(arguments))
+        jobs = plan.select_jobs(BasicSweeper.split_arguments(overrides, None)[0], self.only_for_models)
+        try:
+            entries = plan.plan(self.config, jobs, self._job_config)
+        except (ValueError, DatasetMissing) as e:
+            self._fail(str(e))
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        plan.write(sweep_dir, entries, self.config)
+        in_process = type(self.launcher).__name__ == "BasicLauncher"
+        size = self.max_batch_size or (1 if in_process else len(jobs))
+        log.info("sweep: %d runs (%s), plan in %s", len(jobs), "one at a time" if in_process else
+                 type(self.launcher).__name__, sweep_dir / plan.PLAN_FILE)
+        self.validate_batch_is_legal(jobs)
+        progress = RunsProgress(len(jobs)) if in_process else None
+        returns, failed, queued = [], [], 0
+        for start in range(0, len(jobs), size):
+            try:
+                results = self.launcher.launch(jobs[start:start + size], initial_job_idx=start)
+            except LaunchError as e:
+                self._fail(str(e))
+            returns.append(results)
+            for job, r in zip(jobs[start:start + size], results):
+                if r.status == JobStatus.FAILED:
+                    failed.append((" ".join(job), r._return_value))
+                queued += r.status == JobStatus.UNKNOWN and r._return_value != DRY_RUN  # submitted, not waited for
+            if progress is not None:
+                progress.update(len(results))
+        if progress is not None:
+            progress.close()
+        if queued:
+            log.info("%d runs queued; watch them with: asym-status %s", queued, sweep_dir)
+        elif all(r._return_value != DRY_RUN for batch in returns for r in batch):
+            self._print_tables()
+        if failed:
+            for job, err in failed:
+                log.error("failed: %s: %s", job, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise HydraException(f"{len(failed)} of {len(jobs)} runs failed (see above)")
+        return returns
+
+    def _job_config(self, overrides: List[str]):
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    @staticmethod
+    def _fail(message: str) -> None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    def _print_tables(self) -> None:
+        tables = list(self.config.get("tables") or [])
+        if tables:
+            from asym.analysis.cli import print_sweep_tables
+            print_sweep_tables(self.config, tables)

@@ -1,0 +1,101 @@
+"""A sweep's plan: which runs exist, checked before anything is launched, written where ``asym-status`` reads it.
+
+``runs.json`` in the sweep directory lists every run of the sweep (its overrides, run fields, config hash,
+readable name and the paper tables it feeds) plus, once submitted, the scheduler's job id of each.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import OmegaConf
+
+from asym import data, tracking
+from asym.config import RUN_KEYS, TrainConf, run_spec
+
+PLAN_FILE = "runs.json"
+
+
+def _canonical(label: str) -> str:
+    from asym.models import parse_model
+    try:
+        return parse_model(label).label
+    except ValueError:
+        return label  # reported by plan(), as one line
+
+
+def select_jobs(jobs: list[list[str]], only_for_models: dict[str, list[str]]) -> list[list[str]]:
+    """Hydra's cartesian product minus combinations that do not exist and duplicates; order kept.
+
+    ``only_for_models`` maps ``key=value`` to the models it applies to, e.g. ``procedure=large_batch``
+    → ``[uSF+BM]``. Labels compare canonically (``BM1`` is ``BM``), so a run shared by tables is launched once.
+    """
+    allowed = {k: {_canonical(m) for m in v} for k, v in only_for_models.items()}
+    seen, out = set(), []
+    for job in jobs:
+        kv = dict(o.split("=", 1) for o in job)
+        model = _canonical(kv.get("model", ""))
+        if any(f"{k}={v}" in allowed and model not in allowed[f"{k}={v}"] for k, v in kv.items()):
+            continue
+        identity = tuple(sorted({**kv, "model": model}.items()))
+        if identity not in seen:
+            seen.add(identity)
+            out.append(job)
+    return out
+
+
+def _protocol(train_node) -> dict:
+    return asdict(TrainConf(**OmegaConf.to_container(train_node, resolve=True)).protocol())
+
+
+def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object]) -> list[dict]:
+    """Every run of the sweep, validated, with its datasets on disk. Raises ValueError or DatasetMissing.
+
+    ``job_config(overrides)`` composes one job's config; it is only needed when a job overrides the
+    protocol (``train.*``), since the run keys come straight from the overrides.
+    """
+    from asym.analysis.tables import tables_of
+    base = {k: config[k] for k in RUN_KEYS}
+    protocol = _protocol(config.train)
+    checked, entries = set(), []
+    for num, job in enumerate(jobs):
+        kv = dict(o.split("=", 1) for o in job)
+        run = run_spec(OmegaConf.create({**base, **{k: kv[k] for k in RUN_KEYS if k in kv}}))
+        proto = _protocol(job_config(job).train) if any(k.split(".")[0] == "train" for k in kv) else protocol
+        where = (run.dataset, kv.get("data.root", config.data.root), kv.get("data.download", config.data.download))
+        if where not in checked:
+            checked.add(where)
+            data.check_available(where[0], where[1], str(where[2]).lower() == "true")
+        fields = asdict(run)
+        entries.append({"num": num, "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
+                        "config_hash": tracking.config_hash(fields, proto),
+                        "tables": tables_of(run.model, run.freeze)})
+    return entries
+
+
+def write(sweep_dir: Path, entries: list[dict], config) -> None:
+    doc = {"tracking_uri": tracking.resolve_uri(config.tracking.uri), "experiment": config.tracking.experiment,
+           "output_root": str(Path(config.output_root).resolve()), "runs": entries, "jobs": {}}
+    _write(Path(sweep_dir) / PLAN_FILE, doc)
+
+
+def record_jobs(sweep_dir: Path, scheduler: str, job_ids: dict[int, str]) -> None:
+    """Remember which scheduler job runs which sweep entry (``asym-status`` asks the scheduler about them)."""
+    path = Path(sweep_dir) / PLAN_FILE
+    doc = json.loads(path.read_text())
+    doc["scheduler"] = scheduler
+    doc["jobs"].update({str(k): v for k, v in job_ids.items()})
+    _write(path, doc)
+
+
+def read(sweep_dir: Path) -> dict:
+    return json.loads((Path(sweep_dir) / PLAN_FILE).read_text())
+
+
+def _write(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)  # atomic: a reader never sees half a plan

@@ -1,0 +1,142 @@
+"""``asym-status``: where a sweep stands — finished / diverged / running / queued / failed, per paper table.
+
+Reads the sweep's plan (``runs.json``), MLflow (through ``asym.tracking``) and, for SLURM sweeps, the
+scheduler (``squeue``/``sacct``), so a run killed outside Python still shows as failed.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from asym import tracking
+
+from . import plan
+from .progress import text_bar
+
+STATES = ("finished", "diverged", "running", "queued", "failed", "unsynced")
+ACTIVE = ("running", "queued")
+SLURM_QUEUED = ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING")
+SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
+
+
+def find_sweep(target: Path) -> Path:
+    """A sweep directory, or the newest sweep under an output root (``runs/logs/multirun-*``)."""
+    if (target / plan.PLAN_FILE).exists():
+        return target
+    found = sorted(target.glob(f"logs/*/{plan.PLAN_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no sweep at {target} (expected {target}/{plan.PLAN_FILE} or "
+                                f"{target}/logs/multirun-*/{plan.PLAN_FILE})")
+    return found[-1].parent
+
+
+def mlflow_states(uri: str, experiment: str) -> dict[str, str]:
+    """config hash → the run's status tag (a finished run wins over an older failed one)."""
+    df = tracking.runs_frame(uri, experiment)
+    rank = {s: i for i, s in enumerate(("finished", "diverged", "running", "failed"))}
+    out: dict[str, str] = {}
+    if df is None or df.empty or f"tags.{tracking.HASH_TAG}" not in df:
+        return out
+    for h, s in zip(df[f"tags.{tracking.HASH_TAG}"], df[f"tags.{tracking.STATUS_TAG}"]):
+        if isinstance(h, str) and (h not in out or rank.get(s, 9) < rank.get(out[h], 9)):
+            out[h] = s
+    return out
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """job id (``ARRAY_TASK``) → SLURM state; live ``squeue`` over accounting's ``sacct``."""
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    out: dict[str, str] = {}
+    if not arrays:
+        return out
+    acct = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
+                          capture_output=True, text=True, timeout=60)
+    for line in acct.stdout.splitlines():
+        job, _, state = line.partition("|")
+        out[job] = state.split()[0] if state else ""
+    queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(arrays)],
+                           capture_output=True, text=True, timeout=60)
+    for line in queue.stdout.splitlines():
+        job, _, state = line.partition(" ")
+        out[job] = state.strip()
+    return out
+
+
+def classify(mlflow: str | None, scheduler: str | None) -> str:
+    if mlflow in tracking.DONE:
+        return mlflow
+    if scheduler in SLURM_QUEUED:
+        return "queued"
+    if scheduler in SLURM_RUNNING:
+        return "running"
+    if scheduler == "COMPLETED":  # the job ended well but MLflow lacks the result: asym-sync uploads it
+        return "failed" if mlflow == "failed" else "unsynced"
+    if scheduler:  # FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...
+        return "failed"
+    return {"running": "running", "failed": "failed"}.get(mlflow or "", "queued")
+
+
+def sweep_status(sweep_dir: Path, uri: str | None = None, experiment: str | None = None) -> list[dict]:
+    """Every run of the sweep with its state (and the scheduler's word on it, when there is one)."""
+    doc = plan.read(sweep_dir)
+    ml = mlflow_states(uri or doc["tracking_uri"], experiment or doc["experiment"])
+    jobs = doc.get("jobs", {})
+    sched = slurm_states(list(jobs.values())) if doc.get("scheduler") == "slurm" else {}
+    out = []
+    for e in doc["runs"]:
+        job = jobs.get(str(e["num"]))
+        state = classify(ml.get(e["config_hash"]), sched.get(job) if job else None)
+        out.append({**e, "state": state, "job_id": job, "scheduler_state": sched.get(job) if job else None})
+    return out
+
+
+def report(sweep_dir: Path, runs: list[dict]) -> str:
+    total = Counter(r["state"] for r in runs)
+    done = total["finished"] + total["diverged"]
+    lines = [f"sweep {sweep_dir}: {len(runs)} runs",
+             f"{text_bar(done / max(1, len(runs)))} {done / max(1, len(runs)):4.0%}  {done}/{len(runs)} done", ""]
+    header = f"{'table':<8}{'runs':>6}" + "".join(f"{s:>10}" for s in STATES)
+    lines.append(header)
+    tables = sorted({t for r in runs for t in r["tables"]}) + ["all"]
+    for t in tables:
+        mine = runs if t == "all" else [r for r in runs if t in r["tables"]]
+        c = Counter(r["state"] for r in mine)
+        lines.append(f"{t:<8}{len(mine):>6}" + "".join(f"{c[s]:>10}" for s in STATES))
+    failed = [r for r in runs if r["state"] == "failed"]
+    if failed:
+        lines += ["", "failed:"] + [f"  {r['name']}" + (f" (SLURM {r['job_id']}: {r['scheduler_state']})"
+                                                          if r.get("scheduler_state") else "") for r in failed]
+    if total["unsynced"]:
+        lines += ["", f"{total['unsynced']} runs finished but are not in MLflow yet: run asym-sync"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``asym-status [SWEEP_DIR | OUTPUT_ROOT]``."""
+    ap = argparse.ArgumentParser(prog="asym-status", description="Progress of a sweep, per paper table.")
+    ap.add_argument("target", nargs="?", default="runs", type=Path,
+                    help="a sweep directory, or an output root whose newest sweep is shown (default: runs)")
+    ap.add_argument("--tracking-uri", default=None, help="default: the one the sweep used")
+    ap.add_argument("--experiment", default=None)
+    ap.add_argument("--watch", type=float, default=0, metavar="SECONDS", help="refresh until nothing is queued or running")
+    a = ap.parse_args(argv)
+    tracking.limit_http_retries()
+    try:
+        sweep_dir = find_sweep(a.target)
+        while True:
+            runs = sweep_status(sweep_dir, a.tracking_uri, a.experiment)
+            print(report(sweep_dir, runs), flush=True)
+            if not a.watch or not any(r["state"] in ACTIVE for r in runs):
+                break
+            time.sleep(a.watch)
+            print()
+    except (FileNotFoundError, OSError, RuntimeError) as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # e.g. the tracking server is unreachable
+        print(f"error: cannot read the sweep's state: {str(e).splitlines()[0][:200]}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,237 @@
+"""The cluster path against real services: SLURM (slurmctld/slurmd/slurmdbd), a PostgreSQL-backed MLflow server.
+
+Skipped with a reason on a machine without them; under CI (CI=true) a missing service fails the test.
+Every test uses its own MLflow experiment, so tests never read each other's runs.
+"""
+import json
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from asym import tracking
+from asym.launcher import plan
+from conftest import in_ci, missing_service, server_up, wait_until
+
+pytestmark = pytest.mark.slow
+EPOCHS = 12
+RUN = ["model=brSF+BN+BM", "dataset=digits", "lr_mult=10", "train=demo", f"train.epochs={EPOCHS}"]
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+
+
+def asym(cwd, *args, timeout=300, check=False):
+    res = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert res.returncode == 0, f"{args[0]} exited {res.returncode}:\n{res.stderr[-3000:]}"
+    return res
+
+
+def experiment() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+def tracking_args(uri, exp, root):
+    return [f"tracking.uri={uri}", f"tracking.experiment={exp}", f"output_root={root}"]
+
+
+def sweep_dir(root: Path) -> Path:
+    return next(root.glob("logs/multirun-*"))
+
+
+def finished_runs(uri, exp):
+    df = tracking.runs_frame(uri, exp)
+    return [] if df is None else df[df["tags.status"].isin(tracking.DONE)]
+
+
+def reference(tmp_path, *extra) -> dict:
+    """The same run, uninterrupted, in-process (no scheduler), tracked in a private SQLite file."""
+    root = tmp_path / "reference"
+    asym(tmp_path, "asym-train", *RUN, *extra, f"tracking.uri=sqlite:///{tmp_path}/ref.db", f"output_root={root}",
+         check=True)
+    return json.loads(next(root.rglob("result.json")).read_text())
+
+
+def job_log_shows(root: Path, text: str):
+    logs = list(root.glob("logs/multirun-*/.submitit/*/*_log.out"))
+    return any(text in p.read_text(errors="replace") for p in logs)
+
+
+def checkpoint_epoch(root: Path) -> int:
+    ckpt = next(root.rglob("checkpoint.pt"), None)
+    return torch.load(ckpt, weights_only=True)["epoch"] if ckpt else -1
+
+
+def sacct_jobs() -> int:
+    return len(subprocess.run(["sacct", "-n", "-X", "-o", "JobID"], capture_output=True, text=True).stdout.split())
+
+
+def test_slurm_2x2_sweep_lands_in_postgres_mlflow(slurm, mlflow_server, tmp_path):
+    exp, root = experiment(), tmp_path / "runs"
+    res = asym(tmp_path, "asym-train", "-m", "model=SGD,BN", "lr_mult=10,1", "dataset=digits", "train=demo",
+               "train.epochs=2", *SLURM, *tracking_args(mlflow_server, exp, root), check=True)
+    assert "submitted 4 runs as SLURM array" in res.stderr + res.stdout  # returned without waiting
+    wait_until(lambda: len(finished_runs(mlflow_server, exp)) == 4, 240, "4 finished runs in MLflow")
+    df = finished_runs(mlflow_server, exp)
+    assert set(df["status"]) == {"FINISHED"} and df["tags.config_hash"].nunique() == 4
+    c = tracking.client(mlflow_server)
+    for run_id in df["run_id"]:
+        assert [m.step for m in c.get_metric_history(run_id, "val_error")] == [0, 1, 2]
+    status = asym(tmp_path, "asym-status", str(root), check=True).stdout
+    assert "4/4 done" in status
+    states = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j",
+                             plan.read(sweep_dir(root))["jobs"]["0"].split("_")[0]], capture_output=True, text=True)
+    assert set(states.stdout.split()) == {"COMPLETED"}
+
+
+@pytest.mark.parametrize("interrupt", ["usr2_preemption", "scontrol_requeue"])
+def test_interrupted_slurm_run_resumes_identically(slurm, mlflow_server, tmp_path, interrupt):
+    exp, root = experiment(), tmp_path / "runs"
+    asym(tmp_path, "asym-train", "-m", *RUN, *SLURM, *tracking_args(mlflow_server, exp, root), check=True)
+    job = plan.read(sweep_dir(root))["jobs"]["0"]
+    wait_until(lambda: job_log_shows(root, "epoch 3:"), 180, "epoch 3 of the SLURM job")
+    if interrupt == "usr2_preemption":  # what SLURM sends before preempting: submitit checkpoints and requeues
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    else:  # restart from scratch, no checkpoint() call: the run's own checkpoint.pt must carry it
+        subprocess.run(["scontrol", "requeue", job], check=True)
+    wait_until(lambda: len(finished_runs(mlflow_server, exp)) == 1, 300, "the resumed run to finish")
+    result = json.loads(next(root.rglob("result.json")).read_text())
+    assert result["status"] == "finished"
+    assert result["timings"]["resumed_from_epoch"] is not None and result["timings"]["resumed_from_epoch"] >= 3, \
+        "the job was not interrupted mid-run"
+    assert result["epochs"] == reference(tmp_path)["epochs"]
+    df = tracking.runs_frame(mlflow_server, exp)
+    assert len(df) == 1, "a resumed run must continue its MLflow run, not start another"
+    steps = [m.step for m in tracking.client(mlflow_server).get_metric_history(df["run_id"][0], "val_error")]
+    assert steps == list(range(EPOCHS + 1)), "every epoch logged exactly once across the interruption"
+
+
+def test_sigkilled_local_worker_is_failed_then_resumes_identically(mlflow_server, tmp_path):
+    exp, root = experiment(), tmp_path / "runs"
+    cmd = ["asym-train", "-m", *RUN, "hydra/launcher=local", "hydra.launcher.workers=1",
+           *tracking_args(mlflow_server, exp, root)]
+    sweep = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: job_log_shows(root, "epoch 3:"), 180, "epoch 3 of the local worker")
+    workers = subprocess.run(["pgrep", "-f", f"submitit.core._submit {root}"], capture_output=True, text=True)
+    pids = [int(p) for p in workers.stdout.split()]
+    assert len(pids) == 1, workers.stdout
+    os.kill(pids[0], signal.SIGKILL)
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode != 0 and "1 of 1 runs failed" in err
+    df = tracking.runs_frame(mlflow_server, exp)
+    assert list(df["status"]) == ["FAILED"] and list(df["tags.status"]) == ["failed"], "the killed run was lost"
+    asym(tmp_path, *cmd, check=True)  # the same command again: resumes from the checkpoint
+    result = json.loads(next(root.rglob("result.json")).read_text())
+    assert result["timings"]["resumed_from_epoch"] >= 3
+    assert result["epochs"] == reference(tmp_path)["epochs"]
+    df = tracking.runs_frame(mlflow_server, exp)
+    assert len(df) == 1 and list(df["status"]) == ["FINISHED"]
+
+
+def test_16_concurrent_runs_write_every_metric(mlflow_server, tmp_path):
+    exp, root = experiment(), tmp_path / "runs"
+    seeds = ",".join(str(s) for s in range(16))
+    asym(tmp_path, "asym-train", "-m", "model=uSF+BN+BM", "dataset=digits", "lr_mult=10", f"seed={seeds}",
+         "train=demo", "train.epochs=2", "hydra/launcher=local", "hydra.launcher.workers=16",
+         *tracking_args(mlflow_server, exp, root), timeout=600, check=True)
+    df = finished_runs(mlflow_server, exp)
+    assert len(df) == 16 and sorted(df["tags.seed"].astype(int)) == list(range(16))
+    c = tracking.client(mlflow_server)
+    for run_id in df["run_id"]:
+        for metric, steps in (("val_error", [0, 1, 2]), ("lr", [0, 1, 2]), ("train_loss", [1, 2]),
+                              ("train_error", [1, 2])):
+            assert sorted(m.step for m in c.get_metric_history(run_id, metric)) == steps, (run_id, metric)
+        assert {a.path for a in c.list_artifacts(run_id)} >= {"result.json", "config.yaml"}
+
+
+@pytest.fixture
+def private_server(tmp_path):
+    """An MLflow server of this test's own (same PostgreSQL database), which the test may stop and restart."""
+    backend = os.environ.get("ASYM_TEST_MLFLOW_BACKEND")
+    if not backend:
+        missing_service("ASYM_TEST_MLFLOW_BACKEND (the PostgreSQL URI of the MLflow database) is not set")
+    port = 5100 + os.getpid() % 700
+    uri = f"http://127.0.0.1:{port}"
+    procs = []
+
+    def start():
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        procs.append(subprocess.Popen(
+            ["mlflow", "server", "--backend-store-uri", backend, "--default-artifact-root", str(tmp_path / "art"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env))
+        wait_until(lambda: server_up(uri), 120, f"MLflow server on {uri}")
+
+    def stop():
+        os.killpg(procs[-1].pid, signal.SIGKILL)
+        procs[-1].wait()
+    start()
+    yield uri, start, stop
+    if procs[-1].poll() is None:
+        stop()
+
+
+def test_tracking_server_down_mid_run_then_sync_uploads_once(private_server, tmp_path):
+    uri, start, stop = private_server
+    exp, root = experiment(), tmp_path / "runs"
+    run = subprocess.Popen(["asym-train", *RUN, *tracking_args(uri, exp, root)], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_until(lambda: checkpoint_epoch(root) >= 2, 120, "epoch 2 of the run")
+    stop()
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out[-3000:]  # the run succeeds without its tracking server
+    result = json.loads(next(root.rglob("result.json")).read_text())
+    assert result["status"] == "finished" and result["mlflow_synced"] is False
+    start()
+    first = asym(tmp_path, "asym-sync", str(root), "--tracking-uri", uri, "--experiment", exp, check=True)
+    assert "1 uploaded" in first.stdout
+    second = asym(tmp_path, "asym-sync", str(root), "--tracking-uri", uri, "--experiment", exp, check=True)
+    assert "0 uploaded, 1 already" in second.stdout
+    df = tracking.runs_frame(uri, exp)
+    assert len(df) == 1 and list(df["status"]) == ["FINISHED"] and list(df["tags.status"]) == ["finished"]
+    steps = [m.step for m in tracking.client(uri).get_metric_history(df["run_id"][0], "val_error")]
+    assert steps == list(range(EPOCHS + 1))
+
+
+def test_failing_slurm_job_is_failed_everywhere(slurm, mlflow_server, tmp_path):
+    exp, root = experiment(), tmp_path / "runs"
+    asym(tmp_path, "asym-train", "-m", "model=SGD", "dataset=digits", "train=demo", "train.epochs=1",
+         "train.device=cuda:99", *SLURM, *tracking_args(mlflow_server, exp, root), check=True)
+    job = plan.read(sweep_dir(root))["jobs"]["0"]
+
+    def ended():
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State,ExitCode", "-j", job], capture_output=True,
+                             text=True).stdout.split()
+        return out and not out[0].startswith(("PENDING", "RUNNING", "COMPLETING")) and out
+    state, code = wait_until(ended, 180, "the job to end")[0].split("|")
+    assert state == "FAILED" and code != "0:0"
+    df = tracking.runs_frame(mlflow_server, exp)
+    assert list(df["status"]) == ["FAILED"] and list(df["tags.status"]) == ["failed"]
+    status = asym(tmp_path, "asym-status", str(root), check=True).stdout
+    assert "failed:" in status and f"SLURM {job}: FAILED" in status
+
+
+@pytest.mark.parametrize("override,message", [
+    ("hydra.launcher.partition=nosuchpartition", "no SLURM partition 'nosuchpartition'; available: debug"),
+    ("data.root=/nonexistent", "dataset 'mnist' not found at /nonexistent/MNIST/raw"),
+])
+def test_bad_cluster_input_is_one_line_before_anything_is_queued(slurm, tmp_path, override, message):
+    before = sacct_jobs()
+    res = asym(tmp_path, "asym-train", "-m", "model=SGD", "dataset=mnist" if "data.root" in override else
+               "dataset=digits", *SLURM, override, f"tracking.uri=sqlite:///{tmp_path}/m.db",
+               f"output_root={tmp_path}/runs")
+    assert res.returncode == 2
+    errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert sacct_jobs() == before, "something was queued"
+
+
+def test_services_are_required_in_ci():
+    """Guard: under CI the cluster tests above must have run against real services, not skipped."""
+    if not in_ci():
+        pytest.skip("not under CI")
+    assert os.environ.get("ASYM_TEST_SLURM") and os.environ.get("ASYM_TEST_MLFLOW_URI")
