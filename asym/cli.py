@@ -103,7 +103,7 @@ def run_one(cfg: DictConfig) -> dict | None:
     proto_dict = asdict(protocol)
     out_dir = run_dir(cfg, run, proto_dict)
     uri = tracking.resolve_uri(cfg.tracking.uri)
-    tracking.limit_http_retries(retries=2, timeout_s=20)
+    tracking.limit_http_retries()
     tracker = tracking.RunTracker(uri, cfg.tracking.experiment, asdict(run), proto_dict, flat_params(cfg))
     existing = tracker.existing()
     name = tracking.run_name(asdict(run))

@@ -53,9 +53,10 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
-def limit_http_retries(retries: int = 1, timeout_s: int = 10) -> None:
-    """MLflow's HTTP client retries for minutes by default; a reader should fail in seconds, and a run
-    should not stall on a dead server (its result.json and asym-sync cover the outage). Env wins."""
+def limit_http_retries(retries: int = 2, timeout_s: int = 20) -> None:
+    """MLflow's HTTP client retries for minutes by default; tables and status should fail in seconds,
+    and a run should not stall on a dead server (its result.json and asym-sync cover the outage).
+    One policy for every entry point; the environment wins."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
 

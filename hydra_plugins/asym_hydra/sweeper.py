@@ -59,6 +59,7 @@ class AsymSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         plan.write(sweep_dir, entries, self.config)
+        self._create_experiment()
         in_process = type(self.launcher).__name__ == "BasicLauncher"
         size = self.max_batch_size or (1 if in_process else len(jobs))
         log.info("sweep: %d runs (%s), plan in %s", len(jobs), "one at a time" if in_process else
@@ -89,6 +90,16 @@ class AsymSweeper(BasicSweeper):
                 log.error("failed: %s: %s", job, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise HydraException(f"{len(failed)} of {len(jobs)} runs failed (see above)")
         return returns
+
+    def _create_experiment(self) -> None:
+        """Once, before any worker starts: concurrent creation from many jobs misroutes runs."""
+        from asym import tracking
+        tracking.limit_http_retries()
+        try:
+            tracking.ensure_experiment(self.config.tracking.uri, self.config.tracking.experiment)
+        except Exception as e:  # the runs still run; their result.json and asym-sync cover tracking
+            log.warning("MLflow unreachable (%s); runs will keep local records for asym-sync",
+                        str(e).splitlines()[0][:200])
 
     def _job_config(self, overrides: List[str]):
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
