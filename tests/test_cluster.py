@@ -44,7 +44,9 @@ def sweep_dir(root: Path) -> Path:
 
 def finished_runs(uri, exp):
     df = tracking.runs_frame(uri, exp)
-    return [] if df is None else df[df["tags.status"].isin(tracking.DONE)]
+    if df is None or df.empty:  # the sweep creates the experiment before any run exists
+        return []
+    return df[df["tags.status"].isin(tracking.DONE)]
 
 
 def reference(tmp_path, *extra) -> dict:
