@@ -1,9 +1,10 @@
 """``asym-train``: the Hydra entry point. One run per job; ``-m`` sweeps; ``asym-sync`` uploads local records."""
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import config as schema
 from . import tracking
-from .train import git_commit, train_run, write_json
+from .group import train_group
+from .train import RunSpec, git_commit, train_run, write_json
 
 log = logging.getLogger("asym")
 
@@ -91,53 +93,107 @@ def flat_params(cfg: DictConfig) -> dict:
     return out
 
 
-def run_one(cfg: DictConfig) -> dict | None:
-    """Validate, skip if done, train (resuming), track. Returns the result, or None when skipped."""
+@dataclass
+class Member:
+    """One run of a job (a job is one run, or a run group under ``engine=group``) and its tracking."""
+
+    run: RunSpec
+    out_dir: Path
+    tracker: tracking.RunTracker
+    existing: object
+    name: str
+
+
+def job_members(cfg: DictConfig, protocol: dict) -> list[Member]:
+    """The job's runs: ``lr_mults`` (a run group) or the single ``lr_mult``; validated, as one line if bad."""
     from . import data
     try:
         run = schema.run_spec(cfg)
+        runs = [replace(run, lr_mult=float(m)).validate() for m in cfg.lr_mults] if cfg.lr_mults else [run]
         data.check_available(run.dataset, to_absolute_path(cfg.data.root), cfg.data.download)
     except (ValueError, data.DatasetMissing) as e:
         raise UsageError(str(e)) from None
-    protocol = schema.TrainConf(**OmegaConf.to_container(cfg.train, resolve=True)).protocol()
-    proto_dict = asdict(protocol)
-    out_dir = run_dir(cfg, run, proto_dict)
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.limit_http_retries()
-    tracker = tracking.RunTracker(uri, cfg.tracking.experiment, asdict(run), proto_dict, flat_params(cfg))
-    existing = tracker.existing()
-    name = tracking.run_name(asdict(run))
-    if existing is not None and existing.data.tags.get(tracking.STATUS_TAG) in tracking.DONE:
-        log.info("skip %s: already %s (MLflow run %s)", name, existing.data.tags[tracking.STATUS_TAG],
-                 existing.info.run_id)
-        return None
+    members = []
+    for r in runs:
+        tracker = tracking.RunTracker(uri, cfg.tracking.experiment, asdict(r), protocol, flat_params(cfg))
+        members.append(Member(r, run_dir(cfg, r, protocol), tracker, tracker.existing(), tracking.run_name(asdict(r))))
+    return members
+
+
+def is_done(m: Member) -> bool:
+    status = m.existing.data.tags.get(tracking.STATUS_TAG) if m.existing is not None else None
+    if status in tracking.DONE:
+        log.info("skip %s: already %s (MLflow run %s)", m.name, status, m.existing.info.run_id)
+    return status in tracking.DONE
+
+
+def start_tracking(cfg: DictConfig, m: Member, history: list[dict] | None) -> None:
+    """Create or reopen the member's MLflow run; log the epochs a checkpoint holds that MLflow lacks."""
+    m.out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, m.out_dir / "config.yaml")
+    m.tracker.start(m.existing, git_commit())
+    if m.existing is not None and history:
+        m.tracker.catch_up(history)
+
+
+def finish_tracking(m: Member, result: dict) -> None:
+    result["mlflow_run_id"] = m.tracker.run_id
+    result["mlflow_synced"] = m.tracker.finish(result, m.out_dir)
+    write_json(m.out_dir / "result.json", result)
+    if not result["mlflow_synced"]:
+        log.warning("%s finished but is not in MLflow yet; its record is %s (run asym-sync)", m.name,
+                    m.out_dir / "result.json")
+    if result["status"] != "failed":
+        log.info("%s: %s, best val error %.2f%% at epoch %s", m.name, result["status"], result["best_val_error"],
+                 result["best_epoch"])
+
+
+def saved_history(path: Path, key: str):
+    return torch.load(path, weights_only=True, map_location="cpu")[key] if path.exists() else None
+
+
+def run_one(cfg: DictConfig) -> list[dict]:
+    """Validate, skip what is done, train (resuming), track. Returns the results of what was trained."""
+    from . import data
+    protocol = schema.TrainConf(**OmegaConf.to_container(cfg.train, resolve=True)).protocol()
+    proto_dict = asdict(protocol)
+    members = [m for m in job_members(cfg, proto_dict) if not is_done(m)]
+    if not members:
+        return []
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    ds = data.load(run.dataset, to_absolute_path(cfg.data.root), seed=run.seed, download=cfg.data.download,
+    lead = members[0].run
+    ds = data.load(lead.dataset, to_absolute_path(cfg.data.root), seed=lead.seed, download=cfg.data.download,
                    cache=cfg.data.cache)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out_dir / "config.yaml")
-    tracker.start(existing, git_commit())
-    if existing is not None and (out_dir / "checkpoint.pt").exists():
-        state = torch.load(out_dir / "checkpoint.pt", weights_only=True, map_location="cpu")
-        tracker.catch_up(state["history"])
-    try:
-        result = train_run(run, ds, out_dir, protocol, device_of(cfg), on_epoch=tracker.log_epoch,
-                           config=flat_params(cfg), title=name)
-    except Exception as e:
-        import json
-        failed = json.loads((out_dir / "result.json").read_text())
-        tracker.finish(failed, out_dir)
-        raise RuntimeError(f"run {name} failed: {type(e).__name__}: {e}") from e
-    result["mlflow_run_id"] = tracker.run_id
-    result["mlflow_synced"] = tracker.finish(result, out_dir)
-    write_json(out_dir / "result.json", result)
-    if not result["mlflow_synced"]:
-        log.warning("%s finished but is not in MLflow yet; its record is %s (run asym-sync)", name,
-                    out_dir / "result.json")
-    log.info("%s: %s, best val error %.2f%% at epoch %s", name, result["status"], result["best_val_error"],
-             result["best_epoch"])
-    return result
+    if len(members) == 1 and not cfg.lr_mults:
+        m = members[0]
+        start_tracking(cfg, m, saved_history(m.out_dir / "checkpoint.pt", "history"))
+        try:
+            results = [train_run(m.run, ds, m.out_dir, protocol, device_of(cfg), on_epoch=m.tracker.log_epoch,
+                                 config=flat_params(cfg), title=m.name)]
+        except Exception as e:
+            finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
+            raise RuntimeError(f"run {m.name} failed: {type(e).__name__}: {e}") from e
+    else:
+        group_dir = members[0].out_dir.parent / ("group-" + tracking.config_hash(
+            {**asdict(lead), "lr_mult": 0.0, "members": [m.tracker.hash for m in members]}, proto_dict)[:8])
+        histories = saved_history(group_dir / "checkpoint.pt", "histories")
+        for k, m in enumerate(members):
+            start_tracking(cfg, m, histories[k] if histories else None)
+        log.info("run group of %d: %s", len(members), ", ".join(m.name for m in members))
+        try:
+            results = train_group([m.run for m in members], ds, group_dir, [m.out_dir for m in members], protocol,
+                                  device_of(cfg), on_epoch=lambda k, rec: members[k].tracker.log_epoch(rec),
+                                  config=flat_params(cfg))
+        except Exception as e:
+            for m in members:
+                finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
+            raise RuntimeError(f"run group {members[0].name}… failed: {type(e).__name__}: {e}") from e
+    for m, result in zip(members, results):
+        finish_tracking(m, result)
+    return results
 
 
 @hydra.main(config_path="pkg://asym.conf", config_name="config", version_base="1.3")

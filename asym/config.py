@@ -42,6 +42,8 @@ class Config:
     seed: int = 0
     output_root: str = "runs"       # run directories (checkpoint.pt, result.json) live here
     tables: list[str] = field(default_factory=list)   # printed at the end of a multirun
+    engine: str = "single"          # single: one run per job; group: a model's lr multipliers as one network
+    lr_mults: list[float] = field(default_factory=list)  # a run group (set by the sweeper under engine=group)
     data: DataConf = field(default_factory=DataConf)
     train: TrainConf = field(default_factory=TrainConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
@@ -63,6 +65,7 @@ def run_spec(cfg: Any) -> RunSpec:
 
 
 RUN_KEYS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
+ENGINES = ("single", "group")
 
 
 def _known_keys(cls=Config, prefix: str = "") -> list[str]:
@@ -110,15 +113,17 @@ def check_overrides(args: list[str], groups: dict[str, list[str]]) -> None:
         for v in _values(o):
             try:
                 cfg = OmegaConf.structured(Config)
-                OmegaConf.update(cfg, key, None if v == "null" else v, merge=True)
+                OmegaConf.update(cfg, key, v, merge=True)
             except OmegaConfBaseException as e:
                 raise ValueError(f"bad value for {key}: {str(e).splitlines()[0]}") from None
             if key in RUN_KEYS:
                 run_spec(cfg)
+            if key == "engine" and v not in ENGINES:
+                raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {v!r}")
 
 
-def _values(override) -> list[str]:
+def _values(override) -> list:
     """The values an override sets, one per job of a sweep (interval sweeps are left to Hydra)."""
     if not override.is_sweep_override():
-        return [override.get_value_element_as_str()]
+        return [override.value()]
     return [] if override.is_interval_sweep() else list(override.sweep_string_iterator())

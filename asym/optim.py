@@ -55,5 +55,9 @@ class BatchManhattan(Optimizer):
             if setting == 2:
                 torch._foreach_sign_(bufs)
             step = torch._foreach_sign(bufs) if setting == 3 else bufs
-            torch._foreach_add_(params, step, alpha=group["lr"])
+            self._update(params, step, group["lr"])
         return loss
+
+    def _update(self, params: list[torch.Tensor], step: list[torch.Tensor], lr: float) -> None:
+        """w ← w + η·τ (a run group overrides this: one η per member)."""
+        torch._foreach_add_(params, step, alpha=lr)

@@ -59,7 +59,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
              "GPUs " + ",".join(str(s) for s in free) if free[0] is not None else f"CPU, {cpu_threads} thread each")
     todo = deque(job_arguments(job_overrides, initial_job_idx))
     running, results = [], {}
-    progress = RunsProgress(len(todo), "local pool")
+    progress = RunsProgress(len(todo), "local pool", unit="jobs")
     while todo or running:
         while todo and free:
             slot, args = free.popleft(), todo.popleft()

@@ -76,6 +76,23 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
     return entries
 
 
+def group_jobs(jobs: list[list[str]], entries: list[dict], default_lr_mult: float) -> list[list[str]]:
+    """``engine=group``: jobs that differ only in ``lr_mult`` become one job with ``lr_mults=[…]``.
+
+    The plan's entries are renumbered to their group's job, so ``asym-status`` still finds each run.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(tuple(o for o in job if not o.startswith("lr_mult=")), []).append(i)
+    out = []
+    for num, (rest, members) in enumerate(groups.items()):
+        mults = [dict(o.split("=", 1) for o in jobs[i]).get("lr_mult", f"{default_lr_mult:g}") for i in members]
+        out.append([*rest, f"lr_mults=[{','.join(mults)}]"])
+        for i in members:
+            entries[i]["num"] = num
+    return out
+
+
 def write(sweep_dir: Path, entries: list[dict], config) -> None:
     doc = {"tracking_uri": tracking.resolve_uri(config.tracking.uri), "experiment": config.tracking.experiment,
            "output_root": str(Path(config.output_root).resolve()), "runs": entries, "jobs": {}}

@@ -8,11 +8,11 @@ log = logging.getLogger("asym.sweep")
 
 
 class RunsProgress:
-    def __init__(self, total: int, desc: str = "sweep"):
-        self.total, self.done, self.bar = total, 0, None
+    def __init__(self, total: int, desc: str = "sweep", unit: str = "runs"):
+        self.total, self.done, self.bar, self.unit = total, 0, None, unit
         if sys.stderr.isatty():
             from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit="run")
+            self.bar = tqdm(total=total, desc=desc, unit=unit.rstrip("s"))
 
     def update(self, n: int = 1, note: str = "") -> None:
         self.done += n
@@ -21,7 +21,7 @@ class RunsProgress:
             if note:
                 self.bar.set_postfix_str(note)
         else:
-            log.info("progress: %d/%d runs done%s", self.done, self.total, f" ({note})" if note else "")
+            log.info("progress: %d/%d %s done%s", self.done, self.total, self.unit, f" ({note})" if note else "")
 
     def close(self) -> None:
         if self.bar is not None:

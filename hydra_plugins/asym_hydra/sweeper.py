@@ -55,6 +55,8 @@ class AsymSweeper(BasicSweeper):
             entries = plan.plan(self.config, jobs, self._job_config)
         except (ValueError, DatasetMissing) as e:
             self._fail(str(e))
+        if self.config.get("engine") == "group":
+            jobs = plan.group_jobs(jobs, entries, self.config.lr_mult)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -62,10 +64,11 @@ class AsymSweeper(BasicSweeper):
         self._create_experiment()
         in_process = type(self.launcher).__name__ == "BasicLauncher"
         size = self.max_batch_size or (1 if in_process else len(jobs))
-        log.info("sweep: %d runs (%s), plan in %s", len(jobs), "one at a time" if in_process else
-                 type(self.launcher).__name__, sweep_dir / plan.PLAN_FILE)
+        log.info("sweep: %d runs in %d jobs (%s), plan in %s", len(entries), len(jobs), "one at a time" if in_process
+                 else type(self.launcher).__name__, sweep_dir / plan.PLAN_FILE)
         self.validate_batch_is_legal(jobs)
-        progress = RunsProgress(len(jobs)) if in_process else None
+        unit = "run groups" if len(jobs) < len(entries) else "runs"
+        progress = RunsProgress(len(jobs), unit=unit) if in_process else None
         returns, failed, queued = [], [], 0
         for start in range(0, len(jobs), size):
             try:
@@ -88,7 +91,7 @@ class AsymSweeper(BasicSweeper):
         if failed:
             for job, err in failed:
                 log.error("failed: %s: %s", job, str(err).splitlines()[0] if str(err) else type(err).__name__)
-            raise HydraException(f"{len(failed)} of {len(jobs)} runs failed (see above)")
+            raise HydraException(f"{len(failed)} of {len(jobs)} {unit} failed (see above)")
         return returns
 
     def _create_experiment(self) -> None:
