@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,8 @@ from .data import TensorData
 from .models import PaperBatchNorm, build_network, parse_model
 from .nn import AsymConv2dFunction, AsymLinear, _AsymMixin
 from .optim import BatchManhattan
-from .train import (EVAL_BATCH, Protocol, RunSpec, calibrate_batchnorm, make_result, write_atomic, write_json)
+from .train import (EVAL_BATCH, Protocol, RunSpec, TrainingState, calibrate_batchnorm, make_result, write_atomic,
+                    write_json)
 
 
 def group_key(run: RunSpec) -> tuple:
@@ -155,27 +156,12 @@ class GroupBatchManhattan(BatchManhattan):
 
 
 @dataclass
-class GroupState:
-    """Everything a group checkpoint holds; each member's history and status ride along."""
+class GroupState(TrainingState):
+    """A group checkpoint: the stacked net and optimizer, and each member's history and status."""
 
-    net: nn.Module
-    optimizer: GroupBatchManhattan
-    data_rng: torch.Generator
-    epoch: int = 0
     histories: list[list[dict]] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
-
-    def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "data_rng": self.data_rng.get_state(), "epoch": self.epoch, "histories": self.histories,
-                "statuses": self.statuses, "torch_rng": torch.get_rng_state()}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.net.load_state_dict(d["net"])
-        self.optimizer.load_state_dict(d["optimizer"])
-        self.data_rng.set_state(d["data_rng"])
-        torch.set_rng_state(d["torch_rng"])
-        self.epoch, self.histories, self.statuses = d["epoch"], d["histories"], d["statuses"]
+    BOOKKEEPING: ClassVar[tuple[str, ...]] = ("epoch", "histories", "statuses")
 
 
 def new_group_state(runs: list[RunSpec], proto: Protocol, data: TensorData, device) -> GroupState:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -78,27 +78,36 @@ class RunSpec:
 
 
 @dataclass
-class RunState:
-    """Everything that must survive a kill: saved to ``checkpoint.pt`` after every epoch."""
+class TrainingState:
+    """What a checkpoint holds: net, optimizer, data order, RNG and the bookkeeping fields a subclass names."""
 
     net: torch.nn.Module
     optimizer: BatchManhattan
     data_rng: torch.Generator
     epoch: int = 0                      # last completed epoch (0: only the untrained net evaluated)
-    history: list[dict] = field(default_factory=list)
-    status: str = "running"
+    BOOKKEEPING: ClassVar[tuple[str, ...]] = ("epoch",)
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "data_rng": self.data_rng.get_state(), "epoch": self.epoch, "history": self.history,
-                "status": self.status, "torch_rng": torch.get_rng_state()}
+                "data_rng": self.data_rng.get_state(), "torch_rng": torch.get_rng_state(),
+                **{k: getattr(self, k) for k in self.BOOKKEEPING}}
 
     def load_state_dict(self, d: dict) -> None:
         self.net.load_state_dict(d["net"])
         self.optimizer.load_state_dict(d["optimizer"])
         self.data_rng.set_state(d["data_rng"])
         torch.set_rng_state(d["torch_rng"])
-        self.epoch, self.history, self.status = d["epoch"], d["history"], d["status"]
+        for k in self.BOOKKEEPING:
+            setattr(self, k, d[k])
+
+
+@dataclass
+class RunState(TrainingState):
+    """Everything that must survive a kill: saved to ``checkpoint.pt`` after every epoch."""
+
+    history: list[dict] = field(default_factory=list)
+    status: str = "running"
+    BOOKKEEPING: ClassVar[tuple[str, ...]] = ("epoch", "history", "status")
 
 
 def new_state(run: RunSpec, proto: Protocol, data: TensorData, device) -> RunState:

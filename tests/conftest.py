@@ -15,6 +15,16 @@ def _isolated_cache(tmp_path, monkeypatch):
     yield
 
 
+@pytest.fixture
+def float64():
+    """Exact comparisons need float64; restored afterwards so other tests see torch's default."""
+    import torch
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

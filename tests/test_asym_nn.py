@@ -10,16 +10,7 @@ import asym.optim
 from asym.feedback import sign
 from asym.nn import AsymConv2d, AsymLinear
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-@pytest.fixture(autouse=True)
-def _float64():
-    """Exact comparisons need float64; restored afterwards so other test files see torch's default."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("float64")]
 
 
 def recovered_v(layer: AsymLinear) -> torch.Tensor:

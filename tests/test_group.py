@@ -11,17 +11,10 @@ from asym.launcher import plan
 from asym.optim import BatchManhattan
 from asym.train import Protocol, RunSpec, train_run
 
+pytestmark = pytest.mark.usefixtures("float64")
 PROTO = Protocol(epochs=2, lr_steps=[1], bn_batches=3)
 # sign-free updates (setting 0): a group must reproduce its members to rounding, for every feedback mode
 SETTING0 = ["SGD", "uSF", "NuSF", "frSF", "frSF-p50", "RndF", "brSF", "brSF-p50", "BN", "uSF+BN", "RndF+BN"]
-
-
-@pytest.fixture(autouse=True)
-def _float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
 
 
 def as64(d: data.TensorData, n_train: int = 300, n_test: int = 200, flat: bool = False) -> data.TensorData:
