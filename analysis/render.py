@@ -17,8 +17,7 @@ from .tables import BETTER, COMPARE_ROW, WORSE, Cells, compare
 YELLOW, BLUE = "#ffeb3b", "#64b5f6"
 ANSI = {WORSE: "\033[30;43m", BETTER: "\033[30;46m"}
 RESET = "\033[0m"
-LEGEND = (f"yellow: ≥ 3 pp worse than SGD; blue: ≥ 3 pp better; — no run; † best run diverged; "
-          f"* some runs missing")
+LEGEND = "yellow: ≥ 3 pp worse than SGD; blue: ≥ 3 pp better; — no run; † best run diverged; * some runs missing"
 WIDTH = 120
 
 

@@ -30,8 +30,7 @@ from .data import TensorData
 from .models import PaperBatchNorm, build_network, parse_model
 from .nn import AsymConv2dFunction, AsymLinear, _AsymMixin
 from .optim import BatchManhattan
-from .train import (EVAL_BATCH, Protocol, RunSpec, TrainingState, calibrate_batchnorm, make_result, write_atomic,
-                    write_json)
+from .train import EVAL_BATCH, Protocol, RunSpec, TrainingState, calibrate_batchnorm, make_result, write_json
 
 
 def group_key(run: RunSpec) -> tuple:
@@ -256,10 +255,8 @@ def _train_group(runs, data, group_dir, out_dirs, proto, device, on_epoch, confi
     torch.manual_seed(runs[0].seed)
     data = data.to(device)
     state = new_group_state(runs, proto, data, device)
-    if ckpt.exists():
-        state.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
-        timings["resumed_from_epoch"] = state.epoch
-    save = lambda: write_atomic(ckpt, lambda p: torch.save(state.state_dict(), p))
+    timings["resumed_from_epoch"] = state.resume_from(ckpt, device)
+    save = lambda: state.save(ckpt)
     if not state.histories[0]:  # epoch 0: the untrained net counts (GUIDE item 7)
         calibrate_batchnorm(state.net, data.x_train, state.data_rng, proto)
         for k, err in enumerate(evaluate_members(state.net, data.x_test, data.y_test, n)):

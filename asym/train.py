@@ -100,6 +100,16 @@ class TrainingState:
         for k in self.BOOKKEEPING:
             setattr(self, k, d[k])
 
+    def resume_from(self, path: Path, device) -> int | None:
+        """Load the checkpoint at ``path`` if there is one; the epoch it resumes from, else None."""
+        if not path.exists():
+            return None
+        self.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        return self.epoch
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, lambda p: torch.save(self.state_dict(), p))
+
 
 @dataclass
 class RunState(TrainingState):
@@ -271,10 +281,8 @@ def train_run(run: RunSpec, data: TensorData, out_dir: str | Path, proto: Protoc
         torch.manual_seed(run.seed)
         data = data.to(device)
         state = new_state(run, proto, data, device)
-        if ckpt.exists():
-            state.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
-            timings["resumed_from_epoch"] = state.epoch
-        save = lambda: write_atomic(ckpt, lambda p: torch.save(state.state_dict(), p))
+        timings["resumed_from_epoch"] = state.resume_from(ckpt, device)
+        save = lambda: state.save(ckpt)
         progress = Progress(proto.epochs, state.epoch, title or f"{run.dataset} · {run.model} · lr×{run.lr_mult:g}")
         if not state.history:  # epoch 0: the untrained net counts (GUIDE item 7)
             calibrate_batchnorm(state.net, data.x_train, state.data_rng, proto)

@@ -1,8 +1,8 @@
 """Tables 2–5 from a real MLflow SQLite store of runs with known metrics: cells, highlighting, comparison, output."""
 import math
-import re
 import shutil
 import subprocess
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,6 @@ from asym.analysis import figures, render
 from asym.analysis.tables import (BETTER, SAME, TABLES, WORSE, Cells, build, compare, highlight, load_runs,
                                   long_form, table_keys)
 from asym.train import Protocol
-from dataclasses import asdict
 
 MULTS = (100, 10, 1, 0.1, 0.01)
 PROTOCOL = asdict(Protocol(epochs=3, lr_steps=[2]))
