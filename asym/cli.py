@@ -177,8 +177,7 @@ def run_one(cfg: DictConfig) -> list[dict]:
             finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
             raise RuntimeError(f"run {m.name} failed: {type(e).__name__}: {e}") from e
     else:
-        group_dir = members[0].out_dir.parent / ("group-" + tracking.config_hash(
-            {**asdict(lead), "lr_mult": 0.0, "members": [m.tracker.hash for m in members]}, proto_dict)[:8])
+        group_dir = members[0].out_dir.parent / f"group-{tracking.group_hash([m.tracker.hash for m in members])[:8]}"
         histories = saved_history(group_dir / "checkpoint.pt", "histories")
         for k, m in enumerate(members):
             start_tracking(cfg, m, histories[k] if histories else None)
@@ -225,6 +224,7 @@ def sync() -> None:
     a = ap.parse_args()
     if not Path(a.output_root).is_dir():
         fail(f"no run directory at {a.output_root}")
+    tracking.limit_http_retries()
     try:
         counts = tracking.sync(a.output_root, a.tracking_uri, a.experiment)
     except RuntimeError as e:

@@ -33,6 +33,11 @@ def config_hash(run: dict, protocol: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def group_hash(member_hashes: list[str]) -> str:
+    """Names a run group's checkpoint: the same members (in order) find the same checkpoint."""
+    return hashlib.sha256(",".join(member_hashes).encode()).hexdigest()[:16]
+
+
 def run_name(run: dict) -> str:
     """Readable name shown in the MLflow UI, e.g. ``CIFAR · uSF+BN+BM · lr×10``."""
     from .data import info
@@ -206,7 +211,6 @@ def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFA
         if result.get("status") not in DONE + ("failed",):
             continue
         tracker = RunTracker(uri, experiment, result["run"], result["protocol"], result.get("config", {}))
-        tracker.ok = True
         found = tracker.existing()
         if not tracker.ok:
             raise RuntimeError(f"tracking server {resolve_uri(uri)} unreachable")

@@ -85,7 +85,7 @@ class AsymSweeper(BasicSweeper):
         if progress is not None:
             progress.close()
         if queued:
-            log.info("%d runs queued; watch them with: asym-status %s", queued, sweep_dir)
+            log.info("%d jobs queued; watch them with: asym-status %s", queued, sweep_dir)
         elif all(r._return_value != DRY_RUN for batch in returns for r in batch):
             self._print_tables()
         if failed:
