@@ -114,8 +114,8 @@ class UniformSF(Feedback):
         self.normalized = normalized
 
     def make(self, weight):
-        v = sign(weight)
-        return v / fan_in(weight) if self.normalized else v
+        scale = weight.new_tensor(1.0 / fan_in(weight) if self.normalized else 1.0)
+        return torch.where(weight >= 0, scale, -scale)  # sign(W)·scale in one pass, sign(0) = +1
 
 
 class RandomMagnitudeSF(Feedback):
