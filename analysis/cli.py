@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from asym import tracking
+from asym.train import write_atomic
 
 from . import figures, render
 from .tables import build_all, load_runs, long_form, table_keys
@@ -48,14 +49,6 @@ def render_tables(cells_list, fmt: str, compare_paper: bool, color: bool) -> str
     return pd.concat([long_form(c) for c in cells_list]).to_csv(index=False, float_format="%.4g")
 
 
-def write_atomic_text(path: Path, text: str) -> None:
-    """Never leave a half-written file: write beside it, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def tables(argv: list[str] | None = None) -> None:
     """Console script ``asym-tables``."""
     ap = argparse.ArgumentParser(prog="asym-tables", description="Rebuild the paper's Tables 2–5 from MLflow runs.")
@@ -76,7 +69,7 @@ def tables(argv: list[str] | None = None) -> None:
     color = use_color(a.color, a.out is None and sys.stdout.isatty())
     text = render_tables(cells_list, a.format, a.compare, color)
     if a.out:
-        write_atomic_text(a.out, text)
+        write_atomic(a.out, lambda p: p.write_text(text, encoding="utf-8"))
         print(f"asym-tables: wrote {a.out}")
     else:
         sys.stdout.write(text)
@@ -108,8 +101,8 @@ def report(argv: list[str] | None = None) -> None:
             data = base64.b64encode(p.read_bytes()).decode()
             body.append(f'<figure><img alt="{p.stem}" src="data:image/png;base64,{data}">'
                         f"<figcaption>{p.stem}</figcaption></figure>")
-    write_atomic_text(a.out, render.html_page("Weight symmetry in backpropagation: our runs vs the paper",
-                                              "\n".join(body)))
+    page = render.html_page("Weight symmetry in backpropagation: our runs vs the paper", "\n".join(body))
+    write_atomic(a.out, lambda p: p.write_text(page, encoding="utf-8"))
     print(f"asym-report: wrote {a.out} and {len(paths)} figure files in {fig_dir}")
 
 

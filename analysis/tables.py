@@ -18,6 +18,7 @@ import pandas as pd
 from asym import tracking
 from asym.data import DATASETS, PAPER_DATASETS
 from asym.models import parse_model
+from asym.train import PROCEDURES
 
 MARGIN = 3.0                                 # GUIDE item 10: highlight at ≥ 3 percentage points from SGD
 WORSE, BETTER, SAME = "worse", "better", ""  # yellow, blue, plain
@@ -178,7 +179,7 @@ def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) ->
     mults = multipliers_by_row(runs)
     for col in cols:
         model, freeze = column_run(col)
-        procedures = {"standard", "large_batch"} if model == "uSF+BM" and freeze == "none" else {"standard"}
+        procedures = set(PROCEDURES) if model == "uSF+BM" and freeze == "none" else {"standard"}
         mine = done[(done["model"] == model) & (done["freeze"] == freeze)]
         for row in rows:
             cell = mine[mine["row"] == row].dropna(subset=["best_val_error"])

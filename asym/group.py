@@ -256,12 +256,11 @@ def _train_group(runs, data, group_dir, out_dirs, proto, device, on_epoch, confi
     data = data.to(device)
     state = new_group_state(runs, proto, data, device)
     timings["resumed_from_epoch"] = state.resume_from(ckpt, device)
-    save = lambda: state.save(ckpt)
     if not state.histories[0]:  # epoch 0: the untrained net counts (GUIDE item 7)
         calibrate_batchnorm(state.net, data.x_train, state.data_rng, proto)
         for k, err in enumerate(evaluate_members(state.net, data.x_test, data.y_test, n)):
             state.histories[k].append({"epoch": 0, "val_error": err, "lr": proto.lr(1, runs[k].lr_mult)})
-        save()
+        state.save(ckpt)
         for k in range(n):
             if on_epoch:
                 on_epoch(k, state.histories[k][0])
@@ -276,7 +275,7 @@ def _train_group(runs, data, group_dir, out_dirs, proto, device, on_epoch, confi
             fresh.append(k)
             if rec["val_error"] is None:
                 state.statuses[k] = "diverged"
-        save()
+        state.save(ckpt)
         for k in fresh:
             if on_epoch:
                 on_epoch(k, state.histories[k][-1])

@@ -282,13 +282,12 @@ def train_run(run: RunSpec, data: TensorData, out_dir: str | Path, proto: Protoc
         data = data.to(device)
         state = new_state(run, proto, data, device)
         timings["resumed_from_epoch"] = state.resume_from(ckpt, device)
-        save = lambda: state.save(ckpt)
         progress = Progress(proto.epochs, state.epoch, title or f"{run.dataset} · {run.model} · lr×{run.lr_mult:g}")
         if not state.history:  # epoch 0: the untrained net counts (GUIDE item 7)
             calibrate_batchnorm(state.net, data.x_train, state.data_rng, proto)
             rec = {"epoch": 0, "val_error": evaluate(state.net, data.x_test, data.y_test), "lr": proto.lr(1, run.lr_mult)}
             state.history.append(rec)
-            save()
+            state.save(ckpt)
             if on_epoch:
                 on_epoch(rec)
         while state.status == "running" and state.epoch < proto.epochs:
@@ -297,7 +296,7 @@ def train_run(run: RunSpec, data: TensorData, out_dir: str | Path, proto: Protoc
             state.history.append(rec)
             if rec["val_error"] is None:
                 state.status = "diverged"
-            save()
+            state.save(ckpt)
             progress.update(rec)
             if on_epoch:
                 on_epoch(rec)

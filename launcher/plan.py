@@ -6,7 +6,6 @@ readable name and the paper tables it feeds) plus, once submitted, the scheduler
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -15,6 +14,7 @@ from omegaconf import OmegaConf
 
 from asym import data, tracking
 from asym.config import RUN_KEYS, TrainConf, run_spec
+from asym.train import write_json
 
 PLAN_FILE = "runs.json"
 
@@ -96,7 +96,7 @@ def group_jobs(jobs: list[list[str]], entries: list[dict], default_lr_mult: floa
 def write(sweep_dir: Path, entries: list[dict], config) -> None:
     doc = {"tracking_uri": tracking.resolve_uri(config.tracking.uri), "experiment": config.tracking.experiment,
            "output_root": str(Path(config.output_root).resolve()), "runs": entries, "jobs": {}}
-    _write(Path(sweep_dir) / PLAN_FILE, doc)
+    write_json(Path(sweep_dir) / PLAN_FILE, doc)  # atomic: a reader never sees half a plan
 
 
 def record_jobs(sweep_dir: Path, scheduler: str, job_ids: dict[int, str]) -> None:
@@ -105,14 +105,9 @@ def record_jobs(sweep_dir: Path, scheduler: str, job_ids: dict[int, str]) -> Non
     doc = json.loads(path.read_text())
     doc["scheduler"] = scheduler
     doc["jobs"].update({str(k): v for k, v in job_ids.items()})
-    _write(path, doc)
+    write_json(path, doc)
 
 
 def read(sweep_dir: Path) -> dict:
     return json.loads((Path(sweep_dir) / PLAN_FILE).read_text())
 
-
-def _write(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(path)  # atomic: a reader never sees half a plan
