@@ -1,17 +1,17 @@
-"""``asym-tables`` and ``asym-report``, and the tables printed at the end of a sweep."""
+"""``asym-tables`` and ``asym-report``."""
 from __future__ import annotations
 
 import argparse
 import base64
-import os
 import sys
 from pathlib import Path
 
 from asym import tracking
-from asym.train import write_atomic
+from asym.files import write_atomic
 
 from . import figures, render
-from .tables import build_all, load_runs, long_form, table_keys
+from .render import render_tables, use_color
+from .tables import build_all, load_runs, table_keys
 
 FORMATS = ("terminal", "html", "latex", "markdown", "csv")
 
@@ -29,24 +29,6 @@ def read_runs(uri: str | None, experiment: str):
         fail(str(e))
     except Exception as e:  # unreachable server, unreadable database
         fail(f"cannot read MLflow at {tracking.resolve_uri(uri)}: {str(e).splitlines()[0][:200]}")
-
-
-def use_color(choice: str, interactive: bool) -> bool:
-    """``auto``: colours only on a terminal, and never when $NO_COLOR is set."""
-    return choice == "always" or (choice == "auto" and interactive and "NO_COLOR" not in os.environ)
-
-
-def render_tables(cells_list, fmt: str, compare_paper: bool, color: bool) -> str:
-    if fmt == "terminal":
-        return "\n\n".join(render.terminal(c, compare_paper, color) for c in cells_list) + "\n"
-    if fmt == "html":
-        return render.html_page("Weight symmetry: tables", "\n".join(render.html(c, compare_paper) for c in cells_list))
-    if fmt == "latex":
-        return render.latex_document([render.latex(c, compare_paper) for c in cells_list])
-    if fmt == "markdown":
-        return "\n".join(render.markdown(c, compare_paper) for c in cells_list)
-    import pandas as pd
-    return pd.concat([long_form(c) for c in cells_list]).to_csv(index=False, float_format="%.4g")
 
 
 def tables(argv: list[str] | None = None) -> None:
@@ -104,17 +86,3 @@ def report(argv: list[str] | None = None) -> None:
     page = render.html_page("Weight symmetry in backpropagation: our runs vs the paper", "\n".join(body))
     write_atomic(a.out, lambda p: p.write_text(page, encoding="utf-8"))
     print(f"asym-report: wrote {a.out} and {len(paths)} figure files in {fig_dir}")
-
-
-def print_sweep_tables(config, which: list[str]) -> None:
-    """Called by the sweeper when a multirun ends: the tables that sweep covers, in the terminal."""
-    tracking.limit_http_retries()
-    try:
-        runs = load_runs(config.tracking.uri, config.tracking.experiment)
-    except Exception as e:  # the sweep's own result does not depend on printing a table
-        print(f"(no table: {str(e).splitlines()[0][:200]})", file=sys.stderr)
-        return
-    text = render_tables(build_all(runs, table_keys(list(which))), "terminal", False,
-                         use_color("auto", sys.stdout.isatty()))
-    print("\n" + text + "Paper side by side: asym-tables --compare" + (
-        f" --tracking-uri {config.tracking.uri}" if config.tracking.uri else ""), flush=True)

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from asym import tracking  # noqa: E402
+from asym.train import BEST_ERROR as BEST  # noqa: E402
 
 from .tables import Cells  # noqa: E402
 
@@ -52,11 +53,11 @@ def learning_curves(uri: str | None, experiment: str, runs: pd.DataFrame, datase
     mine = runs[(runs["row"] == dataset_row) & runs["status"].isin(tracking.DONE) & (runs["freeze"] == "none")]
     if models:
         mine = mine[mine["model"].isin(models)]
-    best = mine.dropna(subset=["best_val_error"]).sort_values("best_val_error").drop_duplicates("model")
+    best = mine.dropna(subset=[BEST]).sort_values(BEST).drop_duplicates("model")
     c = tracking.client(uri)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for _, run in best.sort_values("model").iterrows():
-        hist = sorted(c.get_metric_history(run["run_id"], "val_error"), key=lambda m: m.step)
+        hist = sorted(c.get_metric_history(run["run_id"], tracking.VAL_METRIC), key=lambda m: m.step)
         ax.plot([m.step for m in hist], [m.value for m in hist], marker=".",
                 label=f"{run['model']} (lr×{run['lr_mult']:g})")
     ax.set_xlabel("epoch")

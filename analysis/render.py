@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import html as html_lib
 import math
+import os
+import sys
 import textwrap
 
 import pandas as pd
 
-from .tables import BETTER, COMPARE_ROW, WORSE, Cells, compare
+from asym import tracking
+
+from .tables import BETTER, COMPARE_ROW, WORSE, Cells, build_all, compare, load_runs, long_form, table_keys
 
 YELLOW, BLUE = "#ffeb3b", "#64b5f6"
 ANSI = {WORSE: "\033[30;43m", BETTER: "\033[30;46m"}
@@ -185,3 +189,35 @@ def markdown(cells: Cells, compare_paper: bool = False) -> str:
     if compare_paper:
         lines.append(compare(cells).line())
     return "\n".join(lines) + "\n"
+
+
+def use_color(choice: str, interactive: bool) -> bool:
+    """``auto``: colours only on a terminal, and never when $NO_COLOR is set."""
+    return choice == "always" or (choice == "auto" and interactive and "NO_COLOR" not in os.environ)
+
+
+def render_tables(cells_list: list[Cells], format: str, compare_paper: bool, color: bool) -> str:
+    """Tables in one of ``terminal``, ``html``, ``latex``, ``markdown`` or ``csv`` (tidy long form)."""
+    if format == "terminal":
+        return "\n\n".join(terminal(c, compare_paper, color) for c in cells_list) + "\n"
+    if format == "html":
+        return html_page("Weight symmetry: tables", "\n".join(html(c, compare_paper) for c in cells_list))
+    if format == "latex":
+        return latex_document([latex(c, compare_paper) for c in cells_list])
+    if format == "markdown":
+        return "\n".join(markdown(c, compare_paper) for c in cells_list)
+    return pd.concat([long_form(c) for c in cells_list]).to_csv(index=False, float_format="%.4g")
+
+
+def print_sweep_tables(config, which: list[str]) -> None:
+    """Called by the sweeper when a multirun ends: the tables that sweep covers, in the terminal."""
+    tracking.limit_http_retries()
+    try:
+        runs = load_runs(config.tracking.uri, config.tracking.experiment)
+    except Exception as e:  # the sweep's own result does not depend on printing a table
+        print(f"(no table: {str(e).splitlines()[0][:200]})", file=sys.stderr)
+        return
+    text = render_tables(build_all(runs, table_keys(list(which))), "terminal", False,
+                         use_color("auto", sys.stdout.isatty()))
+    print("\n" + text + "Paper side by side: asym-tables --compare" + (
+        f" --tracking-uri {config.tracking.uri}" if config.tracking.uri else ""), flush=True)

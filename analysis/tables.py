@@ -18,7 +18,8 @@ import pandas as pd
 from asym import tracking
 from asym.data import DATASETS, PAPER_DATASETS
 from asym.models import parse_model
-from asym.train import PROCEDURES
+from asym.protocol import procedures_for
+from asym.train import BEST_ERROR as BEST
 
 MARGIN = 3.0                                 # GUIDE item 10: highlight at ≥ 3 percentage points from SGD
 WORSE, BETTER, SAME = "worse", "better", ""  # yellow, blue, plain
@@ -108,13 +109,10 @@ ROW_ORDER = [DATASETS[n].title for n in PAPER_DATASETS]
 
 def load_runs(uri: str | None = None, experiment: str = tracking.DEFAULT_EXPERIMENT) -> pd.DataFrame:
     """One row per MLflow run with the columns the tables need. Raises LookupError when there are none."""
-    df = tracking.runs_frame(uri, experiment)
-    if df is None or df.empty:
+    out = tracking.runs_table(uri, experiment)
+    if out is None:
         raise LookupError(f"no runs in experiment {experiment!r} at {tracking.resolve_uri(uri)} "
                           "(run asym-train first, or pass --tracking-uri / --experiment)")
-    cols = {f"tags.{k}": k for k in (*tracking.RUN_TAGS, tracking.STATUS_TAG)}
-    cols.update({"metrics.best_val_error": "best_val_error", "run_id": "run_id"})
-    out = df.reindex(columns=list(cols)).rename(columns=cols)
     out["lr_mult"] = pd.to_numeric(out["lr_mult"], errors="coerce")
     out["freeze"] = out["freeze"].fillna("none")
     out["procedure"] = out["procedure"].fillna("standard")
@@ -179,14 +177,14 @@ def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) ->
     mults = multipliers_by_row(runs)
     for col in cols:
         model, freeze = column_run(col)
-        procedures = set(PROCEDURES) if model == "uSF+BM" and freeze == "none" else {"standard"}
+        procedures = set(procedures_for(model, freeze))
         mine = done[(done["model"] == model) & (done["freeze"] == freeze)]
         for row in rows:
-            cell = mine[mine["row"] == row].dropna(subset=["best_val_error"])
+            cell = mine[mine["row"] == row].dropna(subset=[BEST])
             if cell.empty:
                 continue
-            best = cell.loc[cell["best_val_error"].idxmin()]
-            value.loc[row, col] = best["best_val_error"]
+            best = cell.loc[cell[BEST].idxmin()]
+            value.loc[row, col] = best[BEST]
             diverged.loc[row, col] = best["status"] == "diverged"
             have = set(zip(cell["lr_mult"], cell["procedure"]))
             partial.loc[row, col] = not {(m, p) for m in mults.get(row, ()) for p in procedures} <= have

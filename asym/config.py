@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from .train import Protocol, RunSpec
+from .protocol import Protocol, RunSpec
 
 
 @dataclass

@@ -62,8 +62,6 @@ class FeedbackSpec:
 class Feedback(nn.Module):
     """Base strategy: V = W (plain backprop). Subclasses override ``make``."""
 
-    batchwise = False
-
     def __init__(self, weight_shape: torch.Size, seed: int = 0):
         super().__init__()
         self.weight_shape = tuple(weight_shape)

@@ -81,9 +81,7 @@ class _AsymMixin:
         self.feedback: Feedback = make_feedback(self.feedback_spec, self.weight.shape, feedback_seed)
 
     def feedback_matrix(self) -> torch.Tensor:
-        """V for the current step (draws a new one for batchwise modes in training mode)."""
-        if self.feedback_spec.mode == "bp":
-            return self.weight.detach()
+        """V for the current step (draws a new one for batchwise modes in training mode; W itself for bp)."""
         return self.feedback(self.weight.detach())
 
 

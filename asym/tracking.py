@@ -14,14 +14,19 @@ import os
 import time
 from pathlib import Path
 
+from .train import BEST_EPOCH, BEST_ERROR
+
 log = logging.getLogger("asym.tracking")
 
 DEFAULT_EXPERIMENT = "weight-symmetry"
 DEFAULT_URI = "sqlite:///mlflow.db"
-EPOCH_METRICS = ("val_error", "train_error", "train_loss", "lr")
+VAL_METRIC = "val_error"  # per epoch, on the split the paper reports
+EPOCH_METRICS = (VAL_METRIC, "train_error", "train_loss", "lr")
 RUN_TAGS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
 STATUS_TAG, HASH_TAG, COMMIT_TAG = "status", "config_hash", "git_commit"
 DONE = ("finished", "diverged")  # a run in one of these states is never trained again
+PREFERENCE = ("finished", "diverged", "running", "failed")  # which run stands for a config hash (stands_for)
+SUMMARY_METRICS = (BEST_ERROR, BEST_EPOCH)
 RUN_DIR_FILE = "result.json"
 
 
@@ -84,8 +89,47 @@ def ensure_experiment(uri: str | None, name: str = DEFAULT_EXPERIMENT) -> str:
 
 
 def find_runs(c, experiment_id: str, config_hash_value: str | None = None) -> list:
+    """MLflow runs of the experiment (with that config hash), newest first (MLflow's order)."""
     filt = f"tags.{HASH_TAG} = '{config_hash_value}'" if config_hash_value else ""
     return c.search_runs([experiment_id], filter_string=filt, max_results=50000)
+
+
+def stands_for(statuses: list[str | None]) -> int | None:
+    """Which of the runs carrying one config hash stands for it (skip-done, status, tables, the local pool):
+    the index of the first finished one, else diverged, else running, else failed, else the first.
+    ``statuses`` are their status tags in MLflow's order (newest first). None if there is no run."""
+    rank = {s: i for i, s in enumerate(PREFERENCE)}
+    return min(range(len(statuses)), key=lambda i: (rank.get(statuses[i], len(rank)), i)) if statuses else None
+
+
+def runs_table(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
+    """One row per config hash (the run that ``stands_for`` it), in plain columns: the run fields
+    (``RUN_TAGS``), ``status``, ``config_hash``, the summary metrics, ``run_id``. None if there is no run."""
+    df = runs_frame(uri, experiment)
+    if df is None or df.empty:
+        return None
+    cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG)}
+    cols.update({f"metrics.{k}": k for k in SUMMARY_METRICS})
+    out = df.reindex(columns=[*cols, "run_id"]).rename(columns=cols).reset_index(drop=True)
+    keep = [idx[stands_for(list(group["status"]))] for idx, group in
+            ((g.index, g) for _, g in out.groupby(out["config_hash"].fillna(out["run_id"]), sort=False))]
+    return out.loc[sorted(keep)].reset_index(drop=True)
+
+
+def mark_failed(uri: str, experiment: str, config_hash_value: str) -> None:
+    """The run of ``config_hash_value`` died outside Python (a killed worker): end it FAILED unless done."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    runs = find_runs(c, exp.experiment_id, config_hash_value) if exp else []
+    i = stands_for([r.data.tags.get(STATUS_TAG) for r in runs])
+    if i is not None and runs[i].data.tags.get(STATUS_TAG) not in DONE:
+        c.set_tag(runs[i].info.run_id, STATUS_TAG, "failed")
+        c.set_terminated(runs[i].info.run_id, status="FAILED")
+
+
+def status_of(run) -> str | None:
+    """The status tag of an MLflow run (``None`` for no run)."""
+    return run.data.tags.get(STATUS_TAG) if run is not None else None
 
 
 def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
@@ -139,8 +183,8 @@ class RunTracker:
             c = client(self.uri)
             exp = c.get_experiment_by_name(self.experiment)
             runs = find_runs(c, exp.experiment_id, self.hash) if exp else []
-            done = [r for r in runs if r.data.tags.get(STATUS_TAG) in DONE]
-            return (done or runs or [None])[0]
+            i = stands_for([status_of(r) for r in runs])
+            return None if i is None else runs[i]
         return self._guard("looking up the run", look)
 
     def start(self, existing=None, git_commit: str | None = None) -> None:
@@ -180,7 +224,7 @@ class RunTracker:
 
 
 def log_missing_epochs(c, run_id: str, history: list[dict]) -> None:
-    have = {m.step for m in c.get_metric_history(run_id, "val_error")}
+    have = {m.step for m in c.get_metric_history(run_id, VAL_METRIC)}
     _log_metrics(c, run_id, _metrics(history, have))
 
 
@@ -188,9 +232,7 @@ def finish_run(c, run_id: str, result: dict, out_dir: Path) -> bool:
     from mlflow.entities import Metric
     log_missing_epochs(c, run_id, result["epochs"])
     now = int(time.time() * 1000)
-    summary = [Metric("best_val_error", float(result["best_val_error"]), now, 0)] if result["best_val_error"] is not None else []
-    if result["best_epoch"] is not None:
-        summary.append(Metric("best_epoch", float(result["best_epoch"]), now, 0))
+    summary = [Metric(k, float(result[k]), now, 0) for k in SUMMARY_METRICS if result[k] is not None]
     _log_metrics(c, run_id, summary)
     for name in (RUN_DIR_FILE, "config.yaml"):
         if (Path(out_dir) / name).exists():
@@ -214,7 +256,7 @@ def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFA
         found = tracker.existing()
         if not tracker.ok:
             raise RuntimeError(f"tracking server {resolve_uri(uri)} unreachable")
-        if found is not None and found.data.tags.get(STATUS_TAG) == result["status"]:
+        if status_of(found) == result["status"]:
             counts["already"] += 1
             continue
         tracker.start(found, result.get("git_commit"))

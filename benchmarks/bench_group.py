@@ -3,8 +3,9 @@
     python benchmarks/bench_group.py [--device cpu|cuda] [--threads N] [--steps 10] [--model uSF+BN+BM]
 
 One process times forward + backward + Batch Manhattan update at batch 100 on the MNIST and CIFAR nets
-(Table 1) for a single run and for groups of 5 and 35, interleaved round-robin (median per step), prints
-the ratios, and estimates the whole paper's compute time from the measured rates.
+(Table 1) for a plain torch loop, the engine's single run (N = 1) and its groups of 5 and 35, interleaved
+round-robin (median per step), prints the ratios to the plain loop, and estimates the whole paper's
+compute time from the measured rates.
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from asym import build_network, parse_model
-from asym.group import GroupBatchManhattan, member_logits, widen
+from asym.data import TensorData
+from asym.engine import Engine
 from asym.optim import BatchManhattan
+from asym.protocol import Protocol, RunSpec
 
 BATCH = 100
 GROUP_SIZES = (5, 35)
@@ -31,12 +34,13 @@ NETS = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 
 
 def step_fn(arch: str, n: int, model: str, device):
-    """A closure doing one training step of a single run (n = 0) or of a group of n members."""
-    spec = parse_model(model)
-    net = build_network(arch, 10, spec).to(device)
+    """A closure doing one training step: of the engine with n members, or (n = 0) of a plain torch loop
+    on the Table 1 net — the reference the engine's N = 1 must match in cost."""
     x = torch.randn(BATCH, *NETS[arch], device=device)
     y = torch.randint(0, 10, (BATCH,), device=device)
     if n == 0:
+        spec = parse_model(model)
+        net = build_network(arch, 10, spec).to(device)
         opt = BatchManhattan(net.parameters(), lr=1e-4, setting=spec.setting)
 
         def step():
@@ -45,16 +49,9 @@ def step_fn(arch: str, n: int, model: str, device):
             loss.backward()
             opt.step()
         return net, step
-    group = widen(net, n)
-    opt = GroupBatchManhattan([p for p in group.parameters() if p.requires_grad], [1e-4] * n, setting=spec.setting)
-
-    def step():
-        out = member_logits(group, x, n)
-        losses = F.cross_entropy(out.transpose(1, 2), y[:, None].expand(-1, n), reduction="none").mean(0)
-        opt.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        opt.step()
-    return group, step
+    data = TensorData("bench", arch, 10, x, y, x, y)
+    engine = Engine([RunSpec(model, "bench", 1.0)] * n, Protocol(), data, device)
+    return engine.net, lambda: engine.train_step(x, y)
 
 
 def sync(device):
@@ -75,10 +72,10 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{a.model}, batch {BATCH}, {where}; median of {a.repeats}×{a.steps} steps, interleaved")
-    print(f"{'net':<7}{'variant':<12}{'ms/step':>10}{'model-steps/s':>15}{'÷ single':>10}")
+    print(f"{'net':<7}{'variant':<13}{'ms/step':>10}{'model-steps/s':>15}{'÷ plain':>10}")
     rates = {}
     for arch in NETS:
-        variants = {"single": (1, *step_fn(arch, 0, a.model, device))}
+        variants = {"plain torch": (1, *step_fn(arch, 0, a.model, device)), "single": (1, *step_fn(arch, 1, a.model, device))}
         variants.update({f"group of {n}": (n, *step_fn(arch, n, a.model, device)) for n in GROUP_SIZES})
         times = {k: [] for k in variants}
         for _, (_, net, step) in variants.items():
@@ -98,7 +95,7 @@ def main() -> None:
             rate = n / ms
             single = single or rate
             rates[(arch, name)] = rate
-            print(f"{arch:<7}{name:<12}{ms * 1e3:>10.2f}{rate:>15.1f}{rate / single:>10.2f}")
+            print(f"{arch:<7}{name:<13}{ms * 1e3:>10.2f}{rate:>15.1f}{rate / single:>10.2f}")
     steps = PAPER_RUNS / len(TRAIN_SIZES) * EPOCHS * sum(-(-n // BATCH) for n in TRAIN_SIZES.values())
     best = max(rates[("mnist", k)] for k in ("single", *(f"group of {n}" for n in GROUP_SIZES)))
     print(f"\nwhole paper ≈ {steps / 1e6:.1f} M model-steps: {steps / rates[('mnist', 'single')] / 3600:,.0f} h "

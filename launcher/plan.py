@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from asym import data, tracking
 from asym.config import RUN_KEYS, TrainConf, run_spec
-from asym.train import write_json
+from asym.files import write_json
 
 PLAN_FILE = "runs.json"
 

@@ -65,7 +65,11 @@ def job_arguments(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) 
 
 
 def sbatch_script(ex, n_jobs: int) -> str:
-    """The sbatch script submitit would submit for an array of ``n_jobs`` (for ``dry_run``)."""
+    """The sbatch script submitit would submit for an array of ``n_jobs`` (for ``dry_run``).
+
+    Private submitit names: submitit writes the script only while submitting and has no public way to
+    show it; pinned by test_private_apis_we_rely_on_still_exist.
+    """
     from submitit.slurm.slurm import _make_sbatch_string
     slurm = ex._executor
     params = {**slurm.parameters, "map_count": n_jobs}

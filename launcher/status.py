@@ -35,16 +35,11 @@ def find_sweep(target: Path) -> Path:
 
 
 def mlflow_states(uri: str, experiment: str) -> dict[str, str]:
-    """config hash → the run's status tag (a finished run wins over an older failed one)."""
-    df = tracking.runs_frame(uri, experiment)
-    rank = {s: i for i, s in enumerate(("finished", "diverged", "running", "failed"))}
-    out: dict[str, str] = {}
-    if df is None or df.empty or f"tags.{tracking.HASH_TAG}" not in df:
-        return out
-    for h, s in zip(df[f"tags.{tracking.HASH_TAG}"], df[f"tags.{tracking.STATUS_TAG}"]):
-        if isinstance(h, str) and (h not in out or rank.get(s, 9) < rank.get(out[h], 9)):
-            out[h] = s
-    return out
+    """config hash → the status tag of the run that stands for it (``tracking.stands_for``)."""
+    df = tracking.runs_table(uri, experiment)
+    if df is None:
+        return {}
+    return {h: s for h, s in zip(df["config_hash"], df["status"]) if isinstance(h, str)}
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:

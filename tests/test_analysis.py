@@ -115,7 +115,7 @@ def paper_cells(key, offsets):
     return Cells(spec, value, false, false)
 
 
-def test_comparison_numbers():
+def test_comparison_counts_cells_within_1_and_3_points_highlight_agreement_and_rank_correlation():
     exact = compare(paper_cells("2", 0.5))
     assert (exact.cells, exact.within_1, exact.within_3) == (33, 33, 33)
     assert exact.highlight_match == 1.0 and (exact.rank_corr == 1.0).all()
@@ -131,7 +131,7 @@ def test_comparison_numbers():
     assert flipped.highlight_match < 0.5
 
 
-def test_renderers(runs, tmp_path):
+def test_terminal_html_markdown_csv_show_values_marks_and_highlights(runs, tmp_path):
     t2 = build(TABLES["2"], runs)
     ansi = render.terminal(t2, compare_paper=True, color=True)
     assert "\033[30;43m" in ansi and "\033[30;46m" in ansi
@@ -172,7 +172,7 @@ def test_figures_are_written(runs, store, tmp_path):
         assert head.startswith(b"\x89PNG") if p.suffix == ".png" else b"<svg" in p.read_bytes()[:2000]
 
 
-def test_table_keys():
+def test_table_keys_expand_4_and_all_and_reject_an_unknown_table():
     assert table_keys("all") == ["2", "3", "4c1", "4c2", "5"] and table_keys("4") == ["4c1", "4c2"]
     with pytest.raises(ValueError, match="choose from"):
         table_keys("6")
@@ -182,6 +182,7 @@ def cli(*args, timeout=120):
     return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_cli_tables_compare_and_report(store, tmp_path):
     res = cli("asym-tables", "--table", "2", "--compare", "--tracking-uri", store, "--color", "always")
     assert res.returncode == 0, res.stderr
@@ -198,6 +199,7 @@ def test_cli_tables_compare_and_report(store, tmp_path):
 
 @pytest.mark.parametrize("uri,message", [("sqlite:///{tmp}/none.db", "no runs in experiment"),
                                          ("http://127.0.0.1:9", "cannot read MLflow at http://127.0.0.1:9")])
+@pytest.mark.slow
 def test_cli_empty_or_unreachable_store(tmp_path, uri, message):
     res = cli("asym-tables", "--tracking-uri", uri.format(tmp=tmp_path))
     assert res.returncode == 1
@@ -205,6 +207,7 @@ def test_cli_empty_or_unreachable_store(tmp_path, uri, message):
     assert not (tmp_path / "none.db").exists()
 
 
-def test_cli_bad_table(store):
+@pytest.mark.slow
+def test_cli_unknown_table_is_one_line_exit_2(store):
     res = cli("asym-tables", "--table", "7", "--tracking-uri", store)
     assert res.returncode == 2 and "no table '7'" in res.stderr

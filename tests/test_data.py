@@ -142,6 +142,6 @@ def test_missing_dataset_one_line_error(tmp_path, name, where):
         data.check_available(name, tmp_path)
 
 
-def test_unknown_dataset():
+def test_unknown_dataset_lists_the_choices():
     with pytest.raises(ValueError, match="choose from"):
         data.info("imagenet")

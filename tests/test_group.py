@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from asym import data, tracking
-from asym.group import GroupBatchManhattan, train_group
+from asym.group import GroupBatchManhattan
 from asym.launcher import plan
 from asym.optim import BatchManhattan
-from asym.train import Protocol, RunSpec, train_run
+from asym.train import Protocol, RunSpec, train, train_run
 
 pytestmark = pytest.mark.usefixtures("float64")
 PROTO = Protocol(epochs=2, lr_steps=[1], bn_batches=3)
@@ -28,6 +28,10 @@ def as64(d: data.TensorData, n_train: int = 300, n_test: int = 200, flat: bool =
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     return data.load("digits", cache=tmp_path_factory.mktemp("cache"))
+
+
+def train_group(runs, ds, group_dir, out_dirs, proto):
+    return train(runs, ds, out_dirs, proto, checkpoint=group_dir / "checkpoint.pt")
 
 
 def solo_and_group(runs, ds, tmp_path, proto=PROTO):

@@ -65,7 +65,7 @@ def test_batch_manhattan_state_dict_round_trip():
     assert torch.equal(p, q)
 
 
-def test_bad_setting():
+def test_batch_manhattan_rejects_an_unknown_setting():
     with pytest.raises(ValueError, match="setting"):
         BatchManhattan([torch.nn.Parameter(torch.ones(1))], lr=0.1, setting=4)
 
@@ -101,7 +101,7 @@ def test_label_meanings(label, want):
     assert parse_model(label) == want
 
 
-def test_bm1_is_bm():
+def test_bm1_is_the_same_model_as_bm():
     assert parse_model("BM1") == parse_model("BM") and parse_model("uSF+BN+BM1").label == "uSF+BN+BM"
 
 
@@ -133,7 +133,7 @@ def test_default119_widths_follow_classes():
     assert [m.out_features for m in build_network("default119", 17) if isinstance(m, torch.nn.Linear)] == [256, 34, 17]
 
 
-def test_cifar_padding():
+def test_cifar_net_pads_2_and_flattens_4x4x64():
     net = build_network("cifar", 10)
     convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
     assert all(c.padding == (2, 2) for c in convs)

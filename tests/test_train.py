@@ -11,7 +11,8 @@ import torch
 
 from asym import data
 from asym.models import batchnorm_layers
-from asym.train import Protocol, RunSpec, calibrate_batchnorm, new_state, train_run
+from asym.engine import Engine
+from asym.train import Protocol, RunSpec, calibrate_batchnorm, train, train_run
 
 SHORT = Protocol(epochs=3, lr_steps=[2])
 
@@ -35,7 +36,7 @@ def test_large_batch_procedure_in_history(digits, tmp_path):
 
 
 def test_bn_calibration_uses_training_batches(digits):
-    state = new_state(RunSpec("uSF+BN", "digits", 1), SHORT, digits, "cpu")
+    state = Engine([RunSpec("uSF+BN", "digits", 1)], SHORT, digits, torch.device("cpu"))
     calibrate_batchnorm(state.net, digits.x_train, state.data_rng, SHORT)
     bns = batchnorm_layers(state.net)
     available = -(-len(digits.y_train) // SHORT.batch_size)  # digits has 13 batches, fewer than 20
@@ -57,7 +58,7 @@ def test_digits_sgd_learns_within_a_few_epochs(digits, tmp_path):
 @pytest.mark.parametrize("freeze", ["bottom", "top"])
 def test_freezing_really_freezes(digits, tmp_path, freeze):
     run = RunSpec("uSF+BN+BM", "digits", 10, freeze=freeze)
-    init = new_state(run, SHORT, digits, "cpu").net.state_dict()
+    init = Engine([run], SHORT, digits, torch.device("cpu")).net.state_dict()
     train_run(run, digits, tmp_path, Protocol(epochs=1, lr_steps=[]))
     trained = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["net"]
     last = str(max(int(k.split(".")[0]) for k in init if k.endswith(".weight")))
@@ -76,12 +77,34 @@ def test_divergence_keeps_best_so_far(digits, tmp_path):
 
 
 def test_failed_run_writes_result(digits, tmp_path, monkeypatch):
-    import asym.train as t
-    monkeypatch.setattr(t, "evaluate", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(Engine, "evaluate", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         train_run(RunSpec("SGD", "digits", 1), digits, tmp_path, SHORT)
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["status"] == "failed" and "boom" in saved["error"]
+
+
+@pytest.mark.parametrize("mults", [[10], [10, 1], [100, 10, 1]])
+def test_a_failing_job_keeps_every_members_finished_epochs(digits, tmp_path, monkeypatch, mults):
+    """One failure path for N = 1 and N > 1: an exception in epoch 3 leaves each member's result.json
+    "failed" with epochs 0–2 and its best-so-far (a failed group used to lose every member's history)."""
+    real, calls = Engine.evaluate, []
+
+    def failing(self, x, y):
+        calls.append(1)
+        if len(calls) == 4:  # epoch 0, 1, 2 evaluate; epoch 3 fails
+            raise RuntimeError("boom")
+        return real(self, x, y)
+    monkeypatch.setattr(Engine, "evaluate", failing)
+    runs = [RunSpec("SGD", "digits", m) for m in mults]
+    outs = [tmp_path / f"m{k}" for k in range(len(runs))]
+    with pytest.raises(RuntimeError, match="boom"):
+        train(runs, digits, outs, Protocol(epochs=4, lr_steps=[]), checkpoint=tmp_path / "ckpt.pt")
+    for out in outs:
+        saved = json.loads((out / "result.json").read_text())
+        assert saved["status"] == "failed" and "boom" in saved["error"]
+        assert [e["epoch"] for e in saved["epochs"]] == [0, 1, 2]
+        assert saved["best_val_error"] == min(e["val_error"] for e in saved["epochs"])
 
 
 def test_bad_run_spec():
@@ -91,19 +114,22 @@ def test_bad_run_spec():
         RunSpec("uSF+FOO", "digits", 1).validate()
 
 
-def run_cli(out, epochs, model="brSF+BN+BM"):
-    return [sys.executable, "-m", "asym.train", model, "digits", "10", str(out), "--epochs", str(epochs),
+def run_cli(out, epochs, mults, model="brSF+BN+BM"):
+    return [sys.executable, "-m", "asym.train", model, "digits", mults, str(out), "--epochs", str(epochs),
             "--lr-steps", "3", "--threads", "1"]
 
 
-def test_sigkill_and_resume_is_identical(tmp_path):
-    """A real subprocess SIGKILLed mid-run, re-run: per-epoch metrics equal an uninterrupted run's."""
+@pytest.mark.slow
+@pytest.mark.parametrize("mults", ["10", "100,10,1,0.1,0.01"])
+def test_sigkill_and_resume_is_identical(tmp_path, mults):
+    """A real subprocess SIGKILLed mid-run, re-run: per-epoch metrics equal an uninterrupted run's,
+    for a run (N = 1) and a run group (N = 5, every member)."""
     epochs = 6
     env = dict(os.environ)
     ref = tmp_path / "ref"
-    subprocess.run(run_cli(ref, epochs), check=True, env=env, capture_output=True)
+    subprocess.run(run_cli(ref, epochs, mults), check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(run_cli(killed, epochs), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(run_cli(killed, epochs, mults), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for a checkpoint past epoch 1, then kill mid-epoch
         line = proc.stdout.readline().decode()
@@ -112,11 +138,14 @@ def test_sigkill_and_resume_is_identical(tmp_path):
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "result.json").exists(), "the run finished before it was killed"
+    members = [""] if "," not in mults else [f"lr{float(m):g}" for m in mults.split(",")]
+    assert not any((killed / m / "result.json").exists() for m in members), "the run finished before it was killed"
     resumed_from = torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"]
     assert 1 <= resumed_from < epochs
-    subprocess.run(run_cli(killed, epochs), check=True, env=env, capture_output=True)
-    a = json.loads((ref / "result.json").read_text())
-    b = json.loads((killed / "result.json").read_text())
-    assert b["timings"]["resumed_from_epoch"] == resumed_from
-    assert a["epochs"] == b["epochs"] and a["best_val_error"] == b["best_val_error"]
+    subprocess.run(run_cli(killed, epochs, mults), check=True, env=env, capture_output=True)
+    for m in members:
+        a = json.loads((ref / m / "result.json").read_text())
+        b = json.loads((killed / m / "result.json").read_text())
+        assert b["timings"]["resumed_from_epoch"] == resumed_from
+        assert len(a["epochs"]) == epochs + 1
+        assert a["epochs"] == b["epochs"] and a["best_val_error"] == b["best_val_error"]

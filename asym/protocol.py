@@ -1,0 +1,75 @@
+"""The paper's training protocol and study design (Section 5, GUIDE items 6–9): one place for each fact.
+
+``Protocol`` is the schedule, ``RunSpec`` one point of the study; the lists below say which points
+exist (the lr multipliers, the two procedures of ``uSF+BM``, the models clamped in Exp. C2). Sweeps,
+tables and validation read them from here (a test checks the sweep files against them).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .models import FREEZE_CHOICES, parse_model
+from .optim import MOMENTUM, WEIGHT_DECAY
+
+LR_MULTIPLIERS = (100, 10, 1, 0.1, 0.01)       # GUIDE item 6: every model runs at each
+PROCEDURES = ("standard", "large_batch")       # large_batch: batch 100 for 3 epochs, then 500 (GUIDE item 8)
+TWO_PROCEDURE_MODELS = ("uSF+BM",)             # the only model the paper runs with both procedures
+CLAMPED_MODELS = ("SGD", "RndF", "RndF+BN+BM", "uSF+BN+BM")  # Exp. C2 (Table 4): run with freeze=bottom|top
+
+
+def procedures_for(model: str, freeze: str = "none") -> tuple[str, ...]:
+    """The procedures the paper runs for ``model``; a cell takes the best of them (GUIDE item 8)."""
+    two = parse_model(model).label in TWO_PROCEDURE_MODELS and freeze == "none"
+    return PROCEDURES if two else ("standard",)
+
+
+@dataclass
+class Protocol:
+    """The paper's training schedule; tests and demos shrink ``epochs`` and ``lr_steps``."""
+
+    epochs: int = 65
+    lr_steps: list[int] = field(default_factory=lambda: [50, 60])  # ×0.1 after each of these epochs
+    batch_size: int = 100
+    base_lr: float = 5e-4
+    momentum: float = MOMENTUM
+    weight_decay: float = WEIGHT_DECAY
+    bn_batches: int = 20        # training batches forwarded for BN test statistics (GUIDE item 4)
+    bn_alpha: float = 0.05
+    large_batch_size: int = 500
+    large_batch_after: int = 3
+
+    def lr(self, epoch: int, mult: float) -> float:
+        """Learning rate of 1-based ``epoch``: 5e-4·mult, ×0.1 after each step epoch."""
+        return self.base_lr * mult * 0.1 ** sum(epoch > s for s in self.lr_steps)
+
+    def batch_size_at(self, epoch: int, procedure: str) -> int:
+        if procedure == "large_batch" and epoch > self.large_batch_after:
+            return self.large_batch_size
+        return self.batch_size
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One point of the study: (model, dataset, lr multiplier[, freeze, procedure]) and its seed."""
+
+    model: str
+    dataset: str
+    lr_mult: float
+    freeze: str = "none"
+    procedure: str = "standard"
+    seed: int = 0
+
+    def validate(self) -> "RunSpec":
+        parse_model(self.model)
+        if not (isinstance(self.lr_mult, (int, float)) and self.lr_mult > 0 and math.isfinite(self.lr_mult)):
+            raise ValueError(f"lr_mult must be a positive number, got {self.lr_mult!r}")
+        if self.freeze not in FREEZE_CHOICES:
+            raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {self.freeze!r}")
+        if self.procedure not in PROCEDURES:
+            raise ValueError(f"procedure must be one of {', '.join(PROCEDURES)}, got {self.procedure!r}")
+        return self
+
+    def group_key(self) -> tuple:
+        """Runs with equal keys can train as one group: everything but the lr multiplier."""
+        return (parse_model(self.model).label, self.dataset, self.freeze, self.procedure, self.seed)

@@ -1,0 +1,42 @@
+"""``asym-status``'s classification and the one rule for which MLflow run stands for a config hash: pure functions."""
+import pytest
+
+from asym import tracking
+from asym.launcher.status import classify
+
+
+@pytest.mark.parametrize("mlflow,scheduler,state", [
+    ("finished", None, "finished"), ("diverged", "FAILED", "diverged"),    # MLflow's done wins over the scheduler
+    ("finished", "RUNNING", "finished"),
+    (None, "PENDING", "queued"), ("running", "REQUEUED", "queued"), (None, "SUSPENDED", "queued"),
+    (None, "RUNNING", "running"), ("failed", "COMPLETING", "running"),
+    (None, "COMPLETED", "unsynced"), ("running", "COMPLETED", "unsynced"), ("failed", "COMPLETED", "failed"),
+    ("running", "CANCELLED", "failed"), (None, "TIMEOUT", "failed"), (None, "NODE_FAIL", "failed"),
+    (None, "OUT_OF_MEMORY", "failed"),
+    ("running", None, "running"), ("failed", None, "failed"), (None, None, "queued"),
+])
+def test_classify_combines_mlflow_and_the_scheduler(mlflow, scheduler, state):
+    assert classify(mlflow, scheduler) == state
+
+
+@pytest.mark.parametrize("statuses,index", [
+    ([], None), (["failed"], 0), (["failed", "finished"], 1), (["running", "diverged", "finished"], 2),
+    (["failed", "running"], 1), (["diverged", "finished"], 1), (["finished", "finished"], 0),  # newest first
+    ([None, "failed"], 1), ([None, None], 0),
+])
+def test_one_run_stands_for_a_config_hash(statuses, index):
+    assert tracking.stands_for(statuses) == index
+
+
+def test_runs_table_keeps_the_run_that_stands_for_each_hash(tmp_path):
+    """Two MLflow runs with one hash (a failed try, then a finished one): tables and status see the finished one."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run = {"model": "SGD", "dataset": "digits", "lr_mult": 1.0, "freeze": "none", "procedure": "standard", "seed": 0}
+    other = {**run, "lr_mult": 10.0}
+    for r, status in ((run, "failed"), (run, "finished"), (other, "running")):
+        t = tracking.RunTracker(uri, "e", r, {"epochs": 1}, {})
+        t.start()
+        tracking.client(uri).set_tag(t.run_id, tracking.STATUS_TAG, status)
+    df = tracking.runs_table(uri, "e")
+    assert len(df) == 2 and sorted(df["status"]) == ["finished", "running"]
+    assert set(df.columns) >= {*tracking.RUN_TAGS, "status", "config_hash", "run_id", *tracking.SUMMARY_METRICS}
