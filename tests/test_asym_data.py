@@ -387,6 +387,9 @@ def test_download_cifar10_installs_what_the_reader_reads(tmp_path, server, cifar
     assert data.load("cifar10", root).x_train.shape == (100, 3, 32, 32)
     n = len(server.requests)
     assert cli.main(["download", "cifar10", "--root", str(root)]) == 0 and len(server.requests) == n  # nothing refetched
+    # asym-train's data.download=true goes through the same fetch
+    assert data.load("cifar10", tmp_path / "other", download=True, cache=tmp_path / "c2").x_test.shape == (20, 3, 32, 32)
+    assert len(server.requests) == n + 1 and data.survey("cifar10", tmp_path / "other").state == "present"
 
 
 def test_download_checksum_mismatch_leaves_nothing(tmp_path, server, cifar_archive, monkeypatch, capsys):

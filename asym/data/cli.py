@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import DATASETS, PAPER_DATASETS, DatasetMissing, Survey, cache_path, info, registry_table, survey
+from . import PAPER_DATASETS, DatasetMissing, Survey, cache_path, info, registry_table, sources, survey
 
 
 class UsageError(ValueError):
@@ -167,6 +167,7 @@ def prepare(args) -> int:
     failed: list[str] = []
     bar = tqdm(total=len(todo), unit="dataset", desc="prepare", disable=not sys.stderr.isatty())
     if args.jobs == 1 or len(todo) == 1:
+        sources.DECODE_PROGRESS = sys.stderr.isatty()
         results = ((n, lambda n=n: _prepare_one(n, root, args.seed, args.cache, 0)) for n in todo)
         for n, job in results:
             print(f"{n}: decoding…", flush=True)

@@ -158,6 +158,8 @@ def fetch_file(remote: Remote, staging: Path) -> Path:
             part.unlink()
             raise DownloadError(f"{remote.filename}: checksum mismatch (md5 {got}, the source publishes {remote.md5}); "
                                 "the file was removed, run again to fetch it afresh")
+    _say(f"{remote.filename}: {part.stat().st_size:,} bytes, "
+         + ("md5 verified" if remote.md5 is not None else "no published checksum to verify"))
     os.replace(part, done)
     return done
 

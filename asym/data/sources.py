@@ -14,6 +14,7 @@ import torch
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 IMAGE_SIZE = 119  # folder images are decoded straight to the default119 input size
+DECODE_PROGRESS = False  # set by asym-data prepare when it decodes in the foreground of a terminal
 FLOWERS17_PER_CLASS = 80  # the VGG archive numbers images class by class, 80 each (image_0001 … image_1360)
 
 
@@ -222,10 +223,14 @@ def flowers102(meta, root, seed, per_class):
 def _decode(files, meta=None) -> torch.Tensor:
     """Images → uint8 N×3×119×119 (RGB, resized once here to keep the cache small).
 
-    Raises DatasetIncomplete naming the first file that is missing or cannot be decoded."""
+    Raises DatasetIncomplete naming the first file that is missing or cannot be decoded. Shows a tqdm bar
+    when ``DECODE_PROGRESS`` is set (``asym-data prepare`` in a terminal, one dataset at a time)."""
     from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
     out = torch.empty(len(files), 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
-    for i, f in enumerate(files):
+    bar = tqdm(files, desc=f"decode {meta.name if meta is not None else ''}", unit="img", leave=False,
+               disable=not DECODE_PROGRESS)
+    for i, f in enumerate(bar):
         try:
             with Image.open(f) as im:
                 im = im.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
