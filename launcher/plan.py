@@ -67,13 +67,13 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
         run = run_spec(OmegaConf.create({**base, **{k: kv[k] for k in RUN_KEYS if k in kv}}))
         proto = _protocol(job_config(job).train) if any(k.split(".")[0] == "train" for k in kv) else protocol
         wanted.append((run.dataset, str(kv.get("data.root", config.data.root)),
-                       str(kv.get("data.download", config.data.download)).lower() == "true"))
+                       str(kv.get("data.download", config.data.download)).lower() == "true", run.seed))
         fields = asdict(run)
         entries.append({"num": num, "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
                         "config_hash": tracking.config_hash(fields, proto),
                         "tables": tables_of(run.model, run.freeze)})
     # every missing or incomplete dataset of the sweep in one message, not the first one found
-    data.check_all(wanted, seed=int(config.seed), cache=config.data.get("cache"))
+    data.check_all(wanted, cache=config.data.get("cache"))
     return entries
 
 

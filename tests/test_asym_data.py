@@ -511,6 +511,13 @@ def test_preflight_names_every_missing_or_incomplete_dataset(tmp_path):
     assert "'mnist' not found" in msg and "'lfw'" in msg and "needs 80" in msg and "cifar10" not in msg
     assert f"asym-data status --root {tmp_path}" in msg
     data.check_all([("digits", tmp_path, False)])
+    fake_mnist(tmp_path)
+    data.load("mnist", tmp_path, seed=3)
+    for f in (tmp_path / "MNIST" / "raw").iterdir():
+        f.unlink()
+    data.check_all([("mnist", tmp_path, False, 3)])  # the seed-3 cache is current: usable without the files
+    with pytest.raises(data.DatasetMissing):
+        data.check_all([("mnist", tmp_path, False, 4)])
 
 
 def test_readme_dataset_table_is_the_registry():

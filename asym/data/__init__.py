@@ -4,6 +4,11 @@
 arch's input size and normalised per channel with train-split statistics (GUIDE item 11), cached on
 disk once (key: dataset, protocol version, seed, input size). The trainer moves the tensors onto its
 device and slices batches from a seeded ``randperm`` — no DataLoader.
+
+``DATASETS`` is the registry (the one owner of each dataset's name, row label, net, split rule, paths and
+source; the README's table is ``registry_table()``). ``survey``/``check_available``/``check_all`` look at
+the files without decoding them; ``asym-data`` (``asym.data.cli``) puts status, download and prepare on
+the command line.
 """
 from __future__ import annotations
 
@@ -269,13 +274,12 @@ def check_available(name: str, root: str | Path = "data", download: bool = False
 
 
 def check_all(wanted, seed: int = 0, cache: str | Path | None = None) -> None:
-    """Check every ``(name, root, download)`` of ``wanted`` and raise ONE DatasetMissing naming all that fail.
-
-    The sweep preflight calls this, so a user learns every missing or incomplete dataset at once."""
+    """Check every ``(name, root, download[, seed])`` of ``wanted`` and raise ONE DatasetMissing naming all that
+    fail (one line). The sweep preflight calls this, so a user learns every missing or incomplete dataset at once."""
     problems: list[tuple[DatasetMissing, str]] = []
-    for name, root, download in dict.fromkeys(tuple(w) for w in wanted):
+    for name, root, download, *rest in dict.fromkeys(tuple(w) for w in wanted):
         try:
-            check_available(name, root, download, seed, cache)
+            check_available(name, root, download, int(rest[0]) if rest else seed, cache)
         except DatasetMissing as e:
             problems.append((e, str(root)))
     if not problems:
