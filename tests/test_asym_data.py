@@ -102,8 +102,8 @@ def _svhn(root, keys=("X", "y")):
                                               keys[1]: (np.arange(n) % 10 + 1)[:, None]})
 
 
-def _timit(root, truncate=False, keys=("x_train", "y_train", "x_test", "y_test")):
-    arrays = [np.zeros((40, 1845), np.float32), np.arange(40) % 80, np.zeros((8, 1845), np.float32), np.arange(8)]
+def _timit(root, truncate=False, keys=("x_train", "y_train", "x_test", "y_test"), dims=1845, classes=80):
+    arrays = [np.zeros((160, dims), np.float32), np.arange(160) % classes, np.zeros((8, dims), np.float32), np.arange(8)]
     np.savez(root / "timit80.npz", **dict(zip(keys, arrays)))
     if truncate:
         b = (root / "timit80.npz").read_bytes()
@@ -125,6 +125,8 @@ BROKEN = {
     "flowers102 wrong .mat key": ("flowers102", lambda r: _flowers102(r, ("trnid", "valid", "test")), "tstid"),
     "truncated .npz": ("timit80", lambda r: _timit(r, truncate=True), "not a readable .npz"),
     "npz without y_test": ("timit80", lambda r: _timit(r, keys=("x_train", "y_train", "x_test", "labels")), "y_test"),
+    "timit with 1844-dim features": ("timit80", lambda r: _timit(r, dims=1844), "80 of 1845"),
+    "timit with 79 classes": ("timit80", lambda r: _timit(r, classes=79), "79 classes of 1845-dim"),
     "cifar10 without a batch": ("cifar10", lambda r: (fake_cifar(r), (r / "cifar-10-batches-py" / "data_batch_3").unlink()),
                                 "data_batch_3"),
     "mnist without test labels": ("mnist", lambda r: (fake_mnist(r), (r / "MNIST/raw/t10k-labels-idx1-ubyte").unlink()),
@@ -171,7 +173,8 @@ def test_status_exit_codes_and_table(tmp_path, capsys):
     assert re.search(r"^mnist\s+missing\s+none\s+\S*MNIST/raw\s+standard 60k/10k", out, re.M)
     assert "asym-data download mnist" in out and "1 of 2 datasets usable" in out
     fake_mnist(tmp_path)
-    assert cli.main(["status", "mnist", "digits", "--root", str(tmp_path)]) == 0
+    _timit(tmp_path)
+    assert cli.main(["status", "mnist", "digits", "timit80", "--root", str(tmp_path)]) == 0
     mine = tmp_path / "mine"
     for split in ("train", "test"):
         write_class_tree(mine / split, {"a": 2, "b": 2}, tiny_jpeg())

@@ -140,7 +140,18 @@ def inspect(meta, root: Path, per_class=None, seed: int = 0) -> str:
         return f"{len(names)} classes, {len(train)}/{len(test)} images"
     if r in ("timit", "user_npz"):
         with _open_npz(meta, path) as z:
-            return f"{z['y_train'].shape[0]}/{z['y_test'].shape[0]} samples"
+            shapes = {k: _npy_shape(meta, z, k) for k in NPZ_KEYS}
+            for split in ("train", "test"):
+                if shapes[f"x_{split}"][:1] != shapes[f"y_{split}"][:1]:
+                    raise DatasetIncomplete(f"dataset {meta.name!r}: {path}: x_{split} has {shapes[f'x_{split}'][:1]} "
+                                            f"rows, y_{split} {shapes[f'y_{split}'][:1]}")
+            if r == "timit":
+                dims = int(np.prod(shapes["x_train"][1:]))
+                n_classes = len(np.unique(z["y_train"]))
+                if dims != TIMIT_FEATURES or n_classes < meta.num_classes:
+                    raise DatasetIncomplete(f"dataset {meta.name!r}: {path} holds {n_classes} classes of {dims}-dim "
+                                            f"features, the protocol needs {meta.num_classes} of {TIMIT_FEATURES}")
+            return f"{shapes['y_train'][0]}/{shapes['y_test'][0]} samples"
     raise ValueError(f"no inspector for reader {r!r}")
 
 
@@ -308,6 +319,18 @@ def user_folder(meta, root, seed, per_class):
 
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+TIMIT_FEATURES = 1845  # Section 5: 1845-dim features per frame window
+
+
+def _npy_shape(meta, z, key: str) -> tuple[int, ...]:
+    """An array's shape from its .npy header inside the .npz (``NpzFile.zip``), without reading the data."""
+    try:
+        with z.zip.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return tuple(read(f)[0])
+    except Exception as e:  # a damaged member
+        raise DatasetIncomplete(f"dataset {meta.name!r}: {key} in {z.zip.filename} is unreadable ({e})") from None
 
 
 def _open_npz(meta, path: Path):
