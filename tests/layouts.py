@@ -38,13 +38,15 @@ def caltech256_counts() -> dict[str, int]:
 
 
 def lfw_counts() -> dict[str, int]:
-    """5,749 identities: the real head of the distribution, then a tail down to one image each."""
+    """5,749 identities, ~13,200 images: the real head of the distribution, then a tail down to one image each."""
     head = {"George_W_Bush": 530, "Colin_Powell": 236, "Tony_Blair": 144, "Donald_Rumsfeld": 121,
             "Gerhard_Schroeder": 109, "Ariel_Sharon": 77, "Hugo_Chavez": 71, "Junichiro_Koizumi": 60,
             "Jean_Chretien": 55, "John_Ashcroft": 53, "Jacques_Chirac": 52, "Serena_Williams": 52}
     # 62 identities with ≥ 20 images, 158 with ≥ 10, 1,680 with ≥ 2 (the figures scikit-learn's fetch_lfw_people shows)
     tail = [20 + (i * 7) % 30 for i in range(62 - len(head))] + [10 + i % 10 for i in range(158 - 62)]
-    tail += [2 + i % 8 for i in range(1680 - 158)] + [1] * (5749 - 1680)
+    for n, k in ((2, 800), (3, 350), (4, 170), (5, 90), (6, 50), (7, 30), (8, 20), (9, 12)):  # 1,522 with 2–9
+        tail += [n] * k
+    tail += [1] * (5749 - 1680)
     return {**head, **{f"Person_{i:04d}": n for i, n in enumerate(tail)}}
 
 

@@ -170,7 +170,7 @@ def test_status_exit_codes_and_table(tmp_path, capsys):
     assert cli.main(["status", "digits", "--root", str(tmp_path)]) == 0
     assert cli.main(["status", "mnist", "digits", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert re.search(r"^mnist\s+missing\s+none\s+\S*MNIST/raw\s+standard 60k/10k", out, re.M)
+    assert re.search(r"^mnist\s+missing\s+none\s+\S*MNIST/raw\s+—\s+standard 60k/10k", out, re.M)
     assert "asym-data download mnist" in out and "1 of 2 datasets usable" in out
     fake_mnist(tmp_path)
     _timit(tmp_path)
@@ -180,7 +180,7 @@ def test_status_exit_codes_and_table(tmp_path, capsys):
         write_class_tree(mine / split, {"a": 2, "b": 2}, tiny_jpeg())
     assert cli.main(["status", "mnist", f"folder:{mine}", f"npz:{tmp_path / 'none.npz'}", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert re.search(rf"^folder:{re.escape(str(mine))}\s+present", out, re.M) and re.search(r"^npz:\S+\s+missing", out, re.M)
+    assert re.search(rf"^folder:{re.escape(str(mine))}\s+present\s+none\s+\S+\s+2 classes, 4/4 images", out, re.M) and re.search(r"^npz:\S+\s+missing", out, re.M)
     # every dataset of the registry by default
     assert cli.main(["status", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out

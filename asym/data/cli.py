@@ -66,9 +66,10 @@ def _how(name: str) -> str:
 def status(args) -> int:
     names = _names(args.names, PAPER_DATASETS + ["digits"])
     surveys = [survey(n, args.root, args.seed, args.cache) for n in names]
-    rows = [["dataset", "state", "cache", "looked at", "split", "get it"]]
+    rows = [["dataset", "state", "cache", "looked at", "found", "split", "get it"]]
     for s in surveys:
-        rows.append([s.name, s.state, s.cache, str(s.path), info(s.name).protocol, _how(s.name)])
+        rows.append([s.name, s.state, s.cache, str(s.path), s.detail if s.state == "present" else "—",
+                     info(s.name).protocol, _how(s.name)])
     print(_table(rows))
     bad = [s for s in surveys if not s.usable]
     for s in bad:
