@@ -169,11 +169,10 @@ def prepare(args) -> int:
     bar = tqdm(total=len(todo), unit="dataset", desc="prepare", disable=not sys.stderr.isatty())
     if args.jobs == 1 or len(todo) == 1:
         sources.DECODE_PROGRESS = sys.stderr.isatty()
-        results = ((n, lambda n=n: _prepare_one(n, root, args.seed, args.cache, 0)) for n in todo)
-        for n, job in results:
+        for n in todo:
             print(f"{n}: decoding…", flush=True)
             try:
-                r = job()
+                r = _prepare_one(n, root, args.seed, args.cache, 0)
             except DatasetMissing as e:
                 failed.append(str(e))
             else:
@@ -188,8 +187,7 @@ def prepare(args) -> int:
                 except DatasetMissing as e:
                     failed.append(str(e))
                 else:
-                    bar.write(_line(r, f"prepared in {r['seconds']:.0f} s")) if not bar.disable else \
-                        print(_line(r, f"prepared in {r['seconds']:.0f} s"), flush=True)
+                    tqdm.write(_line(r, f"prepared in {r['seconds']:.0f} s"), file=sys.stdout)  # above the bar
                 bar.update(1)
     bar.close()
     if failed:
