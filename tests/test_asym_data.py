@@ -404,6 +404,8 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path, server, cifar_archi
     assert "checksum mismatch" in err and md5(cifar_archive) in err
     assert not (root / "cifar-10-batches-py").exists() and not list((root / remote.STAGING).iterdir())
     assert data.survey("cifar10", root).state == "missing"
+    with pytest.raises(data.DatasetMissing, match="download failed: .*checksum mismatch"):  # asym-train data.download=true
+        data.load("cifar10", root, download=True)
 
 
 def test_download_resumes_an_interrupted_transfer(tmp_path, server, cifar_archive, no_md5, capsys):

@@ -218,7 +218,10 @@ def load(name: str, root: str | Path = "data", seed: int = 0, download: bool = F
         return d
     if download and meta.fetch and meta.reader != "digits":
         from . import remote
-        remote.fetch(name, root)
+        try:
+            remote.fetch(name, root)
+        except remote.DownloadError as e:  # one line for asym-train, like a missing dataset
+            raise DatasetMissing(f"dataset {name!r}: download failed: {e}") from None
     reader = getattr(sources, meta.reader)
     per_class = CLASS_PROTOCOLS.get(name)
     xtr, ytr, xte, yte = reader(meta, root, seed=seed, per_class=per_class)
