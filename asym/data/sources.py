@@ -134,7 +134,7 @@ def inspect(meta, root: Path, per_class=None, seed: int = 0) -> str:
     if r in ("caltech101", "caltech256", "class_folders"):
         classes = _class_tree(meta, path)
         train, _, test, _ = split_per_class(classes, per_class, seed, meta.name, path)
-        return f"{len(classes)} classes, {sum(map(len, classes.values()))} images"
+        return f"{len(classes)} classes, {sum(map(len, classes.values()))} images → split {len(train)}/{len(test)}"
     if r in ("split_folders", "user_folder"):
         train, test, names = _split_listing(meta, path)
         return f"{len(names)} classes, {len(train)}/{len(test)} images"
