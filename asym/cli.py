@@ -111,7 +111,8 @@ def job_members(cfg: DictConfig, protocol: dict) -> list[Member]:
     try:
         run = schema.run_spec(cfg)
         runs = [replace(run, lr_mult=float(m)).validate() for m in cfg.lr_mults] if cfg.lr_mults else [run]
-        data.check_available(run.dataset, to_absolute_path(cfg.data.root), cfg.data.download)
+        data.check_available(run.dataset, to_absolute_path(cfg.data.root), cfg.data.download, seed=run.seed,
+                             cache=cfg.data.cache)
     except (ValueError, data.DatasetMissing) as e:
         raise UsageError(str(e)) from None
     uri = tracking.resolve_uri(cfg.tracking.uri)

@@ -52,7 +52,8 @@ def _protocol(train_node) -> dict:
 
 
 def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object]) -> list[dict]:
-    """Every run of the sweep, validated, with its datasets on disk. Raises ValueError or DatasetMissing.
+    """Every run of the sweep, validated, with its datasets on disk. Raises ValueError, or DatasetMissing naming
+    every dataset of the sweep that is missing or incomplete.
 
     ``job_config(overrides)`` composes one job's config; it is only needed when a job overrides the
     protocol (``train.*``), since the run keys come straight from the overrides.
@@ -60,19 +61,19 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
     from asym.analysis.tables import tables_of
     base = {k: config[k] for k in RUN_KEYS}
     protocol = _protocol(config.train)
-    checked, entries = set(), []
+    wanted, entries = [], []
     for num, job in enumerate(jobs):
         kv = dict(o.split("=", 1) for o in job)
         run = run_spec(OmegaConf.create({**base, **{k: kv[k] for k in RUN_KEYS if k in kv}}))
         proto = _protocol(job_config(job).train) if any(k.split(".")[0] == "train" for k in kv) else protocol
-        where = (run.dataset, kv.get("data.root", config.data.root), kv.get("data.download", config.data.download))
-        if where not in checked:
-            checked.add(where)
-            data.check_available(where[0], where[1], str(where[2]).lower() == "true")
+        wanted.append((run.dataset, str(kv.get("data.root", config.data.root)),
+                       str(kv.get("data.download", config.data.download)).lower() == "true", run.seed))
         fields = asdict(run)
         entries.append({"num": num, "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
                         "config_hash": tracking.config_hash(fields, proto),
                         "tables": tables_of(run.model, run.freeze)})
+    # every missing or incomplete dataset of the sweep in one message, not the first one found
+    data.check_all(wanted, cache=config.data.get("cache"))
     return entries
 
 

@@ -167,8 +167,9 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, override, message, mode):
 
 @pytest.mark.slow
 def test_missing_dataset_stops_a_sweep_before_any_run(tmp_path):
-    res = asym_train(tmp_path, "-m", "model=SGD", "dataset=digits,mnist", f"data.root={tmp_path}/nodata",
+    res = asym_train(tmp_path, "-m", "model=SGD", "dataset=digits,mnist,timit80", f"data.root={tmp_path}/nodata",
                      f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"output_root={tmp_path}/runs", timeout=120)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "dataset 'mnist' not found" in res.stderr
+    assert "dataset 'timit80' not found" in res.stderr and "asym-data status" in res.stderr  # all of them, at once
     assert not (tmp_path / "mlflow.db").exists()

@@ -1,7 +1,9 @@
 """Readers: one function per on-disk layout, each returning uint8/float tensors (x_train, y_train, x_test, y_test).
 
-torchvision's dataset classes read (and, with download=True, fetch) the datasets it knows; the others
-read a documented folder layout. Random class/sample choices use the run's recorded seed.
+torchvision's dataset classes read the datasets it knows; the others read a documented folder layout.
+Every reader has a cheap counterpart in ``inspect`` (file names, sizes and ``.mat``/``.npz`` keys, no
+decoding) that says whether the layout can satisfy its protocol: ``asym-data status``, the sweep's
+preflight and ``load`` all ask the same question. Random class/sample choices use the run's recorded seed.
 """
 from __future__ import annotations
 
@@ -12,175 +14,359 @@ import torch
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 IMAGE_SIZE = 119  # folder images are decoded straight to the default119 input size
+DECODE_PROGRESS = False  # set by asym-data prepare when it decodes in the foreground of a terminal
+FLOWERS17_PER_CLASS = 80  # the VGG archive numbers images class by class, 80 each (image_0001 … image_1360)
 
 
-def _missing(meta, path: Path, missing):
-    return missing(f"dataset {meta.name!r} not found at {path}: {meta.source}, or set data.root")
+class DatasetMissing(RuntimeError):
+    """The files of a dataset are not where the loader looked; the message says where and how to get them."""
 
 
-def _expected_path(meta, root: Path) -> Path:
-    return {
-        "mnist": root / "MNIST" / "raw", "cifar10": root / "cifar-10-batches-py",
-        "cifar100": root / "cifar-100-python", "svhn": root / "train_32x32.mat", "stl10": root / "stl10_binary",
-        "caltech101": root / "caltech101" / "101_ObjectCategories",
-        "caltech256": root / "caltech256" / "256_ObjectCategories", "flowers102": root / "flowers-102",
-        "timit": root / "timit80.npz", "user_npz": Path(meta.source), "user_folder": Path(meta.source),
-    }.get(meta.reader, root / meta.name)
+class DatasetIncomplete(DatasetMissing):
+    """The files are there but cannot satisfy the protocol (too few classes or images, a bad file, a wrong key)."""
 
 
-def check(meta, root: Path, missing) -> None:
-    path = _expected_path(meta, root)
-    if not path.exists():
-        raise _missing(meta, path, missing)
+# ---------------------------------------------------------------- where a dataset lives
+
+def locate(meta, root: Path) -> Path:
+    """The first of the registry's candidate paths (``meta.paths``, relative to ``root``) that exists, else the first."""
+    if meta.reader.startswith("user"):
+        return Path(meta.source).expanduser()
+    candidates = [root / p for p in meta.paths] or [root]
+    return next((p for p in candidates if p.exists()), candidates[0])
 
 
-def _tv(cls_name, meta, root, download, missing, **kw):
-    import torchvision.datasets as tvd
-    if not download:
-        check(meta, root, missing)
+def _missing(meta, path: Path) -> DatasetMissing:
+    return DatasetMissing(f"dataset {meta.name!r} not found at {path}: {meta.source}, or set data.root")
+
+
+def _need_files(meta, folder: Path, names) -> None:
+    """Missing if none of ``names`` is in ``folder``, incomplete if only some are (or are empty)."""
+    absent = [n for n in names if not (folder / n).is_file() or (folder / n).stat().st_size == 0]
+    if len(absent) == len(names):
+        raise _missing(meta, folder / names[0] if len(names) == 1 else folder)
+    if absent:
+        raise DatasetIncomplete(f"dataset {meta.name!r} at {folder}: missing or empty {', '.join(absent)}; "
+                                f"{meta.source}")
+
+
+def _mat_keys(meta, path: Path, keys) -> None:
+    """A MATLAB file must hold the variables the reader indexes (read from its header, not loaded)."""
+    from scipy.io import whosmat
     try:
-        return getattr(tvd, cls_name)(str(root), download=download, **kw)
+        found = {name for name, *_ in whosmat(str(path))}
+    except Exception as e:  # scipy raises ValueError/TypeError/OSError on a damaged header
+        raise DatasetIncomplete(f"dataset {meta.name!r}: {path} is not a readable .mat file ({e})") from None
+    if not set(keys) <= found:
+        raise DatasetIncomplete(f"dataset {meta.name!r}: {path} holds {sorted(found)}, the reader needs {sorted(keys)}")
+
+
+# ---------------------------------------------------------------- the per-class split rule
+
+def split_per_class(classes: dict[str, list], per_class: tuple[int, int, int], seed: int,
+                    name: str = "dataset", where: Path | str = "") -> tuple[list, list, list, list]:
+    """Sample ``n_classes`` classes, then ``n_train`` training and up to ``n_test`` test items of each.
+
+    ``classes`` maps a class name to its items (file paths). A class is eligible when it has more than
+    ``n_train`` items; its test split is the next ``min(n_test, size − n_train)`` items of a seeded
+    permutation (protocol decision: the paper's "30 training and 10 testing samples per class" on
+    Caltech-101, whose smallest classes hold 31–39 images). Returns ``(train, y_train, test, y_test)``,
+    labels numbered in sorted class-name order. Raises DatasetIncomplete when fewer than ``n_classes``
+    classes are eligible.
+    """
+    n_classes, n_train, n_test = per_class
+    eligible = [c for c in sorted(classes) if len(classes[c]) > n_train]
+    if len(eligible) < n_classes:
+        small = sorted((len(v), c) for c, v in classes.items() if len(v) <= n_train)[:3]
+        shown = ", ".join(f"{c} {n}" for n, c in small)
+        raise DatasetIncomplete(f"dataset {name!r} at {where}: {len(eligible)} of {len(classes)} classes have more "
+                                f"than {n_train} images, the protocol needs {n_classes}"
+                                + (f" (smallest: {shown})" if shown else ""))
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(eligible, n_classes, replace=False)) if len(eligible) > n_classes else eligible
+    train, test, ytr, yte = [], [], [], []
+    for label, c in enumerate(chosen):
+        items = [classes[c][i] for i in rng.permutation(len(classes[c]))[: n_train + n_test]]
+        train += items[:n_train]
+        test += items[n_train:]
+        ytr += [label] * n_train
+        yte += [label] * len(items[n_train:])
+    return train, ytr, test, yte
+
+
+def class_files(folder: Path) -> dict[str, list[Path]]:
+    """``folder/<class>/**/<image>`` → {class: sorted image paths}; classes without images are left out."""
+    classes = {}
+    for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        if files:
+            classes[d.name] = files
+    return classes
+
+
+# ---------------------------------------------------------------- inspect: can the layout satisfy the protocol?
+
+def inspect(meta, root: Path, per_class=None, seed: int = 0) -> str:
+    """Raise DatasetMissing / DatasetIncomplete, or return a short description of what is there."""
+    path = locate(meta, root)
+    r = meta.reader
+    if r == "digits":
+        return "bundled with scikit-learn"
+    if r == "mnist":
+        import torchvision.datasets as tvd
+        _need_files(meta, path, [Path(f).name.removesuffix(".gz") for f, _ in tvd.MNIST.resources])
+        return "4 idx files"
+    if r in ("cifar10", "cifar100", "stl10"):
+        import torchvision.datasets as tvd
+        cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "stl10": tvd.STL10}[r]
+        names = [f for f, _ in cls.train_list + cls.test_list] + ([cls.meta["filename"]] if r != "stl10" else [])
+        _need_files(meta, path, names)
+        return f"{len(names)} files"
+    if r == "svhn":
+        import torchvision.datasets as tvd
+        names = [tvd.SVHN.split_list[s][1] for s in ("train", "test")]
+        _need_files(meta, root, names)
+        for n in names:
+            _mat_keys(meta, root / n, ("X", "y"))
+        return "train/test .mat"
+    if r == "flowers102":
+        return _flowers102_files(meta, path)[0]
+    if r in ("caltech101", "caltech256", "class_folders"):
+        classes = _class_tree(meta, path)
+        train, _, test, _ = split_per_class(classes, per_class, seed, meta.name, path)
+        return f"{len(classes)} classes, {sum(map(len, classes.values()))} images → split {len(train)}/{len(test)}"
+    if r in ("split_folders", "user_folder"):
+        train, test, names = _split_listing(meta, path)
+        return f"{len(names)} classes, {len(train)}/{len(test)} images"
+    if r in ("timit", "user_npz"):
+        with _open_npz(meta, path) as z:
+            shapes = {k: _npy_shape(meta, z, k) for k in NPZ_KEYS}
+            for split in ("train", "test"):
+                if shapes[f"x_{split}"][:1] != shapes[f"y_{split}"][:1]:
+                    raise DatasetIncomplete(f"dataset {meta.name!r}: {path}: x_{split} has {shapes[f'x_{split}'][:1]} "
+                                            f"rows, y_{split} {shapes[f'y_{split}'][:1]}")
+            if r == "timit":
+                dims = int(np.prod(shapes["x_train"][1:]))
+                n_classes = len(np.unique(z["y_train"]))
+                if dims != TIMIT_FEATURES or n_classes < meta.num_classes:
+                    raise DatasetIncomplete(f"dataset {meta.name!r}: {path} holds {n_classes} classes of {dims}-dim "
+                                            f"features, the protocol needs {meta.num_classes} of {TIMIT_FEATURES}")
+            return f"{shapes['y_train'][0]}/{shapes['y_test'][0]} samples"
+    raise ValueError(f"no inspector for reader {r!r}")
+
+
+def _class_tree(meta, folder: Path) -> dict[str, list[Path]]:
+    if not folder.is_dir():
+        raise _missing(meta, folder)
+    classes = class_files(folder)
+    if not classes:
+        raise DatasetIncomplete(f"dataset {meta.name!r} at {folder}: no class folder holds an image; {meta.source}")
+    return classes
+
+
+# ---------------------------------------------------------------- readers
+
+def _tv(cls_name, meta, root, **kw):
+    import torchvision.datasets as tvd
+    inspect(meta, root)
+    try:
+        return getattr(tvd, cls_name)(str(root), download=False, **kw)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise missing(f"dataset {meta.name!r} unreadable under {root} ({e}): {meta.source}") from None
+        raise DatasetIncomplete(f"dataset {meta.name!r} unreadable under {root} ({e}): {meta.source}") from None
 
 
 def _labels(v) -> torch.Tensor:
     return torch.as_tensor(np.asarray(v), dtype=torch.long)
 
 
-def mnist(meta, root, seed, download, per_class, missing):
-    tr, te = (_tv("MNIST", meta, root, download, missing, train=t) for t in (True, False))
+def mnist(meta, root, seed, per_class):
+    tr, te = (_tv("MNIST", meta, root, train=t) for t in (True, False))
     return tr.data[:, None], _labels(tr.targets), te.data[:, None], _labels(te.targets)
 
 
-def _cifar(cls_name, meta, root, download, missing):
-    tr, te = (_tv(cls_name, meta, root, download, missing, train=t) for t in (True, False))
+def _cifar(cls_name, meta, root):
+    tr, te = (_tv(cls_name, meta, root, train=t) for t in (True, False))
     chw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
     return chw(tr.data), _labels(tr.targets), chw(te.data), _labels(te.targets)
 
 
-def cifar10(meta, root, seed, download, per_class, missing):
-    return _cifar("CIFAR10", meta, root, download, missing)
+def cifar10(meta, root, seed, per_class):
+    return _cifar("CIFAR10", meta, root)
 
 
-def cifar100(meta, root, seed, download, per_class, missing):
-    return _cifar("CIFAR100", meta, root, download, missing)
+def cifar100(meta, root, seed, per_class):
+    return _cifar("CIFAR100", meta, root)
 
 
-def svhn(meta, root, seed, download, per_class, missing):
-    tr, te = (_tv("SVHN", meta, root, download, missing, split=s) for s in ("train", "test"))
+def svhn(meta, root, seed, per_class):
+    tr, te = (_tv("SVHN", meta, root, split=s) for s in ("train", "test"))
     return torch.from_numpy(tr.data), _labels(tr.labels), torch.from_numpy(te.data), _labels(te.labels)
 
 
-def stl10(meta, root, seed, download, per_class, missing):
-    tr, te = (_tv("STL10", meta, root, download, missing, split=s) for s in ("train", "test"))
+def stl10(meta, root, seed, per_class):
+    tr, te = (_tv("STL10", meta, root, split=s) for s in ("train", "test"))
     return torch.from_numpy(tr.data), _labels(tr.labels), torch.from_numpy(te.data), _labels(te.labels)
 
 
-def flowers102(meta, root, seed, download, per_class, missing):
-    splits = [_tv("Flowers102", meta, root, download, missing, split=s) for s in ("train", "val", "test")]
-    decoded = [_decode(ds._image_files) for ds in splits]
-    labels = [_labels(ds._labels) for ds in splits]
-    return torch.cat(decoded[:2]), torch.cat(labels[:2]), decoded[2], labels[2]
+def _flowers102_files(meta, folder: Path):
+    """The VGG layout torchvision reads: jpg/image_NNNNN.jpg, imagelabels.mat (labels), setid.mat (trnid valid tstid)."""
+    if not folder.is_dir():
+        raise _missing(meta, folder)
+    _need_files(meta, folder, ["imagelabels.mat", "setid.mat"])
+    _mat_keys(meta, folder / "imagelabels.mat", ("labels",))
+    _mat_keys(meta, folder / "setid.mat", ("trnid", "valid", "tstid"))
+    if not (folder / "jpg").is_dir():
+        raise DatasetIncomplete(f"dataset {meta.name!r} at {folder}: no jpg/ folder; {meta.source}")
+    return f"{sum(1 for _ in (folder / 'jpg').iterdir())} images", folder
 
 
-def _decode(files) -> torch.Tensor:
-    """Images → uint8 N×3×119×119 (RGB, resized once here to keep the cache small)."""
-    from PIL import Image
+def flowers102(meta, root, seed, per_class):
+    from scipy.io import loadmat
+    _, folder = _flowers102_files(meta, locate(meta, root))
+    labels = loadmat(folder / "imagelabels.mat", squeeze_me=True)["labels"]
+    ids = loadmat(folder / "setid.mat", squeeze_me=True)
+    files = lambda key: [folder / "jpg" / f"image_{int(i):05d}.jpg" for i in ids[key]]
+    y = lambda key: _labels([int(labels[int(i) - 1]) - 1 for i in ids[key]])
+    train = files("trnid") + files("valid")
+    return _decode(train, meta), torch.cat([y("trnid"), y("valid")]), _decode(files("tstid"), meta), y("tstid")
+
+
+def _decode(files, meta=None) -> torch.Tensor:
+    """Images → uint8 N×3×119×119 (RGB, resized once here to keep the cache small).
+
+    Raises DatasetIncomplete naming the first file that is missing or cannot be decoded. Shows a tqdm bar
+    when ``DECODE_PROGRESS`` is set (``asym-data prepare`` in a terminal, one dataset at a time)."""
+    from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
     out = torch.empty(len(files), 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
-    for i, f in enumerate(files):
-        with Image.open(f) as im:
-            im = im.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
-            out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+    bar = tqdm(files, desc=f"decode {meta.name if meta is not None else ''}", unit="img", leave=False,
+               disable=not DECODE_PROGRESS)
+    for i, f in enumerate(bar):
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+        except (OSError, UnidentifiedImageError, SyntaxError) as e:
+            name = f"dataset {meta.name!r}: " if meta is not None else ""
+            raise DatasetIncomplete(f"{name}unreadable image {f} ({type(e).__name__}: {e})") from None
+        out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
     return out
 
 
-def _class_files(folder: Path) -> dict[str, list[Path]]:
-    classes = {}
-    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            classes[d.name] = files
-    return classes
+def _sample_per_class(meta, folder: Path, seed: int, per_class):
+    train, ytr, test, yte = split_per_class(_class_tree(meta, folder), per_class, seed, meta.name, folder)
+    return _decode(train, meta), torch.tensor(ytr), _decode(test, meta), torch.tensor(yte)
 
 
-def _sample_per_class(meta, folder: Path, seed: int, per_class, missing):
-    """Sample ``n_classes`` classes, then ``n_train``/``n_test`` images of each, from a recorded seed."""
-    n_classes, n_train, n_test = per_class
-    if not folder.is_dir():
-        raise _missing(meta, folder, missing)
-    classes = _class_files(folder)
-    eligible = [c for c, fs in classes.items() if len(fs) >= n_train + n_test]
-    if len(eligible) < n_classes:
-        raise missing(f"dataset {meta.name!r} at {folder}: {len(eligible)} classes have ≥{n_train + n_test} "
-                      f"images, the protocol needs {n_classes}")
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(eligible, n_classes, replace=False)) if len(eligible) > n_classes else eligible
-    train, test, ytr, yte = [], [], [], []
-    for label, c in enumerate(chosen):
-        files = [classes[c][i] for i in rng.permutation(len(classes[c]))[: n_train + n_test]]
-        train += files[:n_train]; test += files[n_train:]
-        ytr += [label] * n_train; yte += [label] * n_test
-    return _decode(train), torch.tensor(ytr), _decode(test), torch.tensor(yte)
+def caltech101(meta, root, seed, per_class):
+    return _sample_per_class(meta, locate(meta, root), seed, per_class)
 
 
-def caltech101(meta, root, seed, download, per_class, missing):
-    if download:
-        _tv("Caltech101", meta, root, True, missing)
-    return _sample_per_class(meta, root / "caltech101" / "101_ObjectCategories", seed, per_class, missing)
+def caltech256(meta, root, seed, per_class):
+    return _sample_per_class(meta, locate(meta, root), seed, per_class)
 
 
-def caltech256(meta, root, seed, download, per_class, missing):
-    if download:
-        _tv("Caltech256", meta, root, True, missing)
-    return _sample_per_class(meta, root / "caltech256" / "256_ObjectCategories", seed, per_class, missing)
+def class_folders(meta, root, seed, per_class):
+    return _sample_per_class(meta, locate(meta, root), seed, per_class)
 
 
-def class_folders(meta, root, seed, download, per_class, missing):
-    return _sample_per_class(meta, root / meta.name, seed, per_class, missing)
-
-
-def _split_tree(meta, folder: Path, missing):
+def _split_listing(meta, folder: Path):
+    """(train files+labels, test files+labels, class names) of a {train,test}/<class>/* tree or the VGG Flowers17 layout."""
+    if (folder / "datasplits.mat").exists() or (folder / "jpg").is_dir():
+        return _flowers17_listing(meta, folder)
     if not (folder / "train").is_dir() or not (folder / "test").is_dir():
-        raise missing(f"dataset {meta.name!r} not found at {folder}/{{train,test}}: {meta.source}")
-    train, test = _class_files(folder / "train"), _class_files(folder / "test")
+        raise DatasetMissing(f"dataset {meta.name!r} not found at {folder} (train/ and test/ class folders): "
+                             f"{meta.source}")
+    train, test = class_files(folder / "train"), class_files(folder / "test")
     names = sorted(train)
     if sorted(test) != names:
-        raise missing(f"dataset {meta.name!r} at {folder}: train/ and test/ hold different classes")
-    ytr = [i for i, c in enumerate(names) for _ in train[c]]
-    yte = [i for i, c in enumerate(names) for _ in test[c]]
-    return (_decode([f for c in names for f in train[c]]), torch.tensor(ytr),
-            _decode([f for c in names for f in test[c]]), torch.tensor(yte))
+        raise DatasetIncomplete(f"dataset {meta.name!r} at {folder}: train/ and test/ hold different classes "
+                                f"({len(names)} / {len(test)} with images)")
+    if meta.num_classes and len(names) != meta.num_classes:
+        raise DatasetIncomplete(f"dataset {meta.name!r} at {folder}: {len(names)} classes, the protocol has "
+                                f"{meta.num_classes}")
+    return ([(f, i) for i, c in enumerate(names) for f in train[c]],
+            [(f, i) for i, c in enumerate(names) for f in test[c]], names)
 
 
-def split_folders(meta, root, seed, download, per_class, missing):
-    return _split_tree(meta, root / meta.name, missing)
+def _flowers17_listing(meta, folder: Path):
+    """Oxford VGG's 17 Flowers as served: jpg/image_0001.jpg … and datasplits.mat (trn1, val1, tst1: 1-based ids)."""
+    from scipy.io import loadmat
+    _need_files(meta, folder, ["datasplits.mat"])
+    _mat_keys(meta, folder / "datasplits.mat", ("trn1", "val1", "tst1"))
+    splits = loadmat(folder / "datasplits.mat", squeeze_me=True)
+    item = lambda i: (folder / "jpg" / f"image_{int(i):04d}.jpg", (int(i) - 1) // FLOWERS17_PER_CLASS)
+    train = [item(i) for key in ("trn1", "val1") for i in np.atleast_1d(splits[key])]
+    test = [item(i) for i in np.atleast_1d(splits["tst1"])]
+    absent = [f.name for f, _ in train + test if not f.is_file()]
+    if absent:
+        raise DatasetIncomplete(f"dataset {meta.name!r} at {folder}: {len(absent)} images of split 1 are missing "
+                                f"(e.g. jpg/{absent[0]}); {meta.source}")
+    return train, test, sorted({y for _, y in train})
 
 
-def user_folder(meta, root, seed, download, per_class, missing):
-    return _split_tree(meta, Path(meta.source).expanduser(), missing)
+def _split_tree(meta, folder: Path):
+    train, test, _ = _split_listing(meta, folder)
+    return (_decode([f for f, _ in train], meta), torch.tensor([y for _, y in train]),
+            _decode([f for f, _ in test], meta), torch.tensor([y for _, y in test]))
 
 
-def _npz(meta, path: Path, missing):
+def split_folders(meta, root, seed, per_class):
+    return _split_tree(meta, locate(meta, root))
+
+
+def user_folder(meta, root, seed, per_class):
+    return _split_tree(meta, locate(meta, root))
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+TIMIT_FEATURES = 1845  # Section 5: 1845-dim features per frame window
+
+
+def _npy_shape(meta, z, key: str) -> tuple[int, ...]:
+    """An array's shape from its .npy header inside the .npz (``NpzFile.zip``), without reading the data."""
+    try:
+        with z.zip.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return tuple(read(f)[0])
+    except Exception as e:  # a damaged member
+        raise DatasetIncomplete(f"dataset {meta.name!r}: {key} in {z.zip.filename} is unreadable ({e})") from None
+
+
+def _open_npz(meta, path: Path):
+    """np.load of an .npz holding NPZ_KEYS; a truncated or foreign file is DatasetIncomplete."""
+    import zipfile
     if not path.exists():
-        raise _missing(meta, path, missing)
-    with np.load(path) as z:
-        keys = {"x_train", "y_train", "x_test", "y_test"}
-        if not keys <= set(z.files):
-            raise missing(f"{path}: an .npz needs arrays {sorted(keys)}, found {sorted(z.files)}")
-        return (torch.from_numpy(z["x_train"]).float().flatten(1), _labels(z["y_train"]),
-                torch.from_numpy(z["x_test"]).float().flatten(1), _labels(z["y_test"]))
+        raise _missing(meta, path)
+    try:
+        z = np.load(path)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise DatasetIncomplete(f"dataset {meta.name!r}: {path} is not a readable .npz ({e})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile) or not set(NPZ_KEYS) <= set(z.files):
+        found = sorted(z.files) if hasattr(z, "files") else type(z).__name__
+        raise DatasetIncomplete(f"dataset {meta.name!r}: {path} needs arrays {sorted(NPZ_KEYS)}, found {found}")
+    return z
 
 
-def timit(meta, root, seed, download, per_class, missing):
-    return _npz(meta, root / "timit80.npz", missing)
+def _npz(meta, path: Path):
+    import zipfile
+    with _open_npz(meta, path) as z:
+        try:
+            return (torch.from_numpy(z["x_train"]).float().flatten(1), _labels(z["y_train"]),
+                    torch.from_numpy(z["x_test"]).float().flatten(1), _labels(z["y_test"]))
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+            raise DatasetIncomplete(f"dataset {meta.name!r}: {path} is damaged ({e})") from None
 
 
-def user_npz(meta, root, seed, download, per_class, missing):
-    return _npz(meta, Path(meta.source).expanduser(), missing)
+def timit(meta, root, seed, per_class):
+    return _npz(meta, locate(meta, root))
 
 
-def digits(meta, root, seed, download, per_class, missing):
+def user_npz(meta, root, seed, per_class):
+    return _npz(meta, locate(meta, root))
+
+
+def digits(meta, root, seed, per_class):
     """scikit-learn's bundled digits: real 8×8 scans, a fixed stratified 70/30 split (seed 0)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
