@@ -159,6 +159,10 @@ def run_one(cfg: DictConfig) -> list[dict]:
     from . import data
     protocol = schema.TrainConf(**OmegaConf.to_container(cfg.train, resolve=True)).protocol()
     proto_dict = asdict(protocol)
+    try:  # before anything trains: the tracking server must take these credentials for writing
+        tracking.require_write_access(cfg.tracking.uri, cfg.tracking.experiment)
+    except tracking.AccessError as e:
+        raise UsageError(str(e)) from None
     members = [m for m in job_members(cfg, proto_dict) if not is_done(m)]
     if not members:
         return []
@@ -170,6 +174,7 @@ def run_one(cfg: DictConfig) -> list[dict]:
     if len(members) == 1 and not cfg.lr_mults:
         m = members[0]
         start_tracking(cfg, m, saved_history(m.out_dir / "checkpoint.pt", "history"))
+        m.tracker.log_dataset(ds)
         try:
             results = [train_run(m.run, ds, m.out_dir, protocol, device_of(cfg), on_epoch=m.tracker.log_epoch,
                                  config=flat_params(cfg), title=m.name)]
@@ -181,6 +186,7 @@ def run_one(cfg: DictConfig) -> list[dict]:
         histories = saved_history(group_dir / "checkpoint.pt", "histories")
         for k, m in enumerate(members):
             start_tracking(cfg, m, histories[k] if histories else None)
+            m.tracker.log_dataset(ds)
         log.info("run group of %d: %s", len(members), ", ".join(m.name for m in members))
         try:
             results = train_group([m.run for m in members], ds, group_dir, [m.out_dir for m in members], protocol,
