@@ -180,7 +180,7 @@ class RunTracker:
         ``SystemMetricsMonitor`` is what ``mlflow.start_run(log_system_metrics=True)`` runs; it is used
         directly because this tracker drives runs through ``MlflowClient`` (a run group has N runs in
         one process, which the fluent API's single active run cannot hold). Pinned by
-        tests/test_auth.py::test_system_metrics_are_logged_when_asked."""
+        tests/test_mlflow_view.py::test_runs_carry_dataset_description_tables_and_system_metrics."""
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
         self._system_metrics = SystemMetricsMonitor(self.run_id, resume_logging=resumed,
                                                     tracking_uri=resolve_uri(self.uri))
@@ -315,6 +315,10 @@ def check_access(uri: str | None, experiment: str = DEFAULT_EXPERIMENT, write: b
     uri = resolve_uri(uri)
     if not uri.startswith(("http://", "https://")):
         return True
+    from urllib.parse import urlsplit
+    if "@" in urlsplit(uri).netloc:  # the URI is logged as a param and written to runs.json and config.yaml
+        raise AccessError(f"tracking URI {urlsplit(uri)._replace(netloc=urlsplit(uri).netloc.rpartition('@')[2]).geturl()} "
+                          f"carries credentials: take them out of the URI and {CREDENTIALS_HELP}")
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
     creds = get_default_host_creds(uri)

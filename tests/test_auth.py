@@ -87,6 +87,14 @@ def test_train_is_refused_before_anything_exists(mlflow_server, mlflow_users, sl
     assert slurm_jobs() == before, "something was submitted to SLURM"
 
 
+def test_credentials_in_the_tracking_uri_are_refused_without_echoing_them():
+    """A URI with user:password@ would be logged as a param and written to runs.json: refused, the secret not echoed."""
+    with pytest.raises(tracking.AccessError) as e:
+        tracking.check_access("http://alice:s3cret-pw@127.0.0.1:5066", write=True)
+    assert "http://127.0.0.1:5066" in str(e.value) and "s3cret-pw" not in str(e.value)
+    assert "alice" not in str(e.value)
+
+
 def test_reading_tools_work_as_the_reader_and_say_one_line_without_credentials(mlflow_server, mlflow_users, tmp_path):
     exp, _ = new_experiment(mlflow_server)
     root = tmp_path / "runs"
