@@ -123,7 +123,7 @@ PY=${PYTHON:-python}
 # server and never printed, a writer with EDIT on the study's experiment (the tests run through it) and a
 # reader with READ only. Secrets live in $AUTH (mode 700, files mode 600); env.sh reads them from there.
 AUTH=$STATE/auth
-if ! curl -s -o /dev/null "$MLFLOW_URI/health" >/dev/null 2>&1; then
+if ! curl -sf "$MLFLOW_URI/health" >/dev/null 2>&1; then
   log "mlflow server (basic-auth) on $MLFLOW_URI"
   rm -rf "$AUTH"; install -d -m 700 "$AUTH"; mkdir -p "$STATE/mlartifacts"
   (umask 077

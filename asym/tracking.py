@@ -299,6 +299,12 @@ class AccessError(RuntimeError):
     """The tracking server refuses these credentials, or this user may not do what is asked (one line)."""
 
 
+# basic-auth's REST API (mlflow.server.auth.routes.GET_USER_PERMISSION: a user's effective permission, the one
+# its request check uses) and the permissions that may write (``can_update`` in mlflow.server.auth.permissions).
+# Spelled out rather than imported: importing mlflow.server.auth needs the server's extras (Flask-WTF), which a
+# training node does not have. tests/test_auth.py::test_basic_auth_names_match_mlflow pins both on MLflow's own.
+USER_PERMISSION_PATH = "/api/3.0/mlflow/users/permissions/get"
+WRITE_PERMISSIONS = ("EDIT", "MANAGE")
 CREDENTIALS_HELP = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or write ~/.mlflow/credentials"
 
 
@@ -344,14 +350,12 @@ def check_access(uri: str | None, experiment: str = DEFAULT_EXPERIMENT, write: b
                           f"'{experiment}' (HTTP 403)")
     if r.status_code != 200 or not write or not creds.username:
         return True  # 404: no such experiment yet; no username: a server that asked for none
-    from mlflow.server.auth.permissions import get_permission
-    from mlflow.server.auth.routes import GET_USER_PERMISSION
     exp_id = r.json()["experiment"]["experiment_id"]
-    p = get(GET_USER_PERMISSION, username=creds.username, resource_type="experiment", resource_id=exp_id)
+    p = get(USER_PERMISSION_PATH, username=creds.username, resource_type="experiment", resource_id=exp_id)
     if p is None or p.status_code != 200:
         return True  # a server without the basic-auth app: it ignores credentials, anyone may write
     permission = p.json()["permission"]
-    if not get_permission(permission).can_update:
+    if permission not in WRITE_PERMISSIONS:
         raise AccessError(f"tracking server {uri}: user '{creds.username}' has {permission} on experiment "
                           f"'{experiment}' and may not write to it (HTTP 403); an admin must grant EDIT")
     return True

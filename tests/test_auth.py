@@ -87,6 +87,15 @@ def test_train_is_refused_before_anything_exists(mlflow_server, mlflow_users, sl
     assert slurm_jobs() == before, "something was submitted to SLURM"
 
 
+def test_basic_auth_names_match_mlflow():
+    """tracking.py spells out basic-auth's permission route and write permissions (a client need not install
+    the server's extras); they must be MLflow's own."""
+    from mlflow.server.auth.permissions import ALL_PERMISSIONS
+    from mlflow.server.auth.routes import GET_USER_PERMISSION
+    assert tracking.USER_PERMISSION_PATH == GET_USER_PERMISSION
+    assert set(tracking.WRITE_PERMISSIONS) == {name for name, p in ALL_PERMISSIONS.items() if p.can_update}
+
+
 def test_credentials_in_the_tracking_uri_are_refused_without_echoing_them():
     """A URI with user:password@ would be logged as a param and written to runs.json: refused, the secret not echoed."""
     with pytest.raises(tracking.AccessError) as e:
