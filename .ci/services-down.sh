@@ -18,5 +18,5 @@ stop_pidfile /run/slurm/slurmctld.pid
 stop_pidfile /run/slurm/slurmdbd.pid
 stop_pidfile /run/mysqld/mysqld.pid
 pkill -x munged 2>/dev/null
-rm -f "$STATE/env.sh"
+rm -f "$STATE/env.sh"; rm -rf "$STATE/auth"   # the generated passwords go with the server
 echo "[services-down] stopped"

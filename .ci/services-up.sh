@@ -118,21 +118,44 @@ runuser -u postgres -- psql -qtAc "select 1 from pg_database where datname='mlfl
 
 MLFLOW_URI=http://127.0.0.1:$MLFLOW_PORT
 BACKEND=postgresql+psycopg2://asym:asym@127.0.0.1:5432/mlflow
+PY=${PYTHON:-python}
+# MLflow's own authentication (the basic-auth app): an admin whose password is generated for each fresh
+# server and never printed, a writer with EDIT on the study's experiment (the tests run through it) and a
+# reader with READ only. Secrets live in $AUTH (mode 700, files mode 600); env.sh reads them from there.
+AUTH=$STATE/auth
 if ! curl -sf "$MLFLOW_URI/health" >/dev/null 2>&1; then
-  log "mlflow server on $MLFLOW_URI"
-  mkdir -p "$STATE/mlartifacts"
-  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid mlflow server \
-    --backend-store-uri "$BACKEND" \
+  log "mlflow server (basic-auth) on $MLFLOW_URI"
+  rm -rf "$AUTH"; install -d -m 700 "$AUTH"; mkdir -p "$STATE/mlartifacts"
+  (umask 077
+   for who in admin asym-writer asym-reader flask-secret-key; do "$PY" -c 'import secrets; print(secrets.token_urlsafe(24))' > "$AUTH/$who.password"; done
+   cat > "$AUTH/basic_auth.ini" <<INI
+[mlflow]
+default_permission = READ
+database_uri = sqlite:///$AUTH/basic_auth.db
+admin_username = admin
+admin_password = $(cat "$AUTH/admin.password")
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+INI
+  )
+  MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$AUTH/flask-secret-key.password") \
+  MLFLOW_AUTH_CONFIG_PATH=$AUTH/basic_auth.ini MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$PY" -m mlflow server \
+    --app-name basic-auth --backend-store-uri "$BACKEND" \
     --default-artifact-root "$STATE/mlartifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
     --allowed-hosts "localhost,localhost:*,127.0.0.1,127.0.0.1:*,$HOST,$HOST:*" \
     </dev/null >"$STATE/mlflow.log" 2>&1 &
   echo $! > "$STATE/mlflow.pid"
   wait_for "the MLflow server (see $STATE/mlflow.log)" 120 curl -sf "$MLFLOW_URI/health"
+  MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=$(cat "$AUTH/admin.password") \
+    "$PY" "$(dirname "$0")/mlflow-users.py" "$MLFLOW_URI" weight-symmetry "$AUTH"
 fi
 
 cat > "$STATE/env.sh" <<ENV
 export ASYM_TEST_SLURM=1
 export ASYM_TEST_MLFLOW_URI=$MLFLOW_URI
 export ASYM_TEST_MLFLOW_BACKEND=$BACKEND
+export ASYM_TEST_MLFLOW_AUTH=$AUTH
+export MLFLOW_TRACKING_USERNAME=asym-writer
+export MLFLOW_TRACKING_PASSWORD="\$(cat $AUTH/asym-writer.password)"
 ENV
-log "ready: SLURM partition debug on $HOST, MLflow $MLFLOW_URI (source $STATE/env.sh)"
+chmod 600 "$STATE/env.sh"
+log "ready: SLURM partition debug on $HOST, MLflow $MLFLOW_URI with basic-auth (source $STATE/env.sh)"

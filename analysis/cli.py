@@ -27,6 +27,8 @@ def read_runs(uri: str | None, experiment: str):
         return load_runs(uri, experiment)
     except LookupError as e:
         fail(str(e))
+    except tracking.AccessError as e:  # no credentials, wrong ones: one line
+        fail(str(e), 2)
     except Exception as e:  # unreachable server, unreadable database
         fail(f"cannot read MLflow at {tracking.resolve_uri(uri)}: {str(e).splitlines()[0][:200]}")
 

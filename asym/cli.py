@@ -164,6 +164,10 @@ def run_one(cfg: DictConfig) -> list[dict]:
     """Validate, skip what is done, train the job's runs (resuming), track. Returns the results of what was trained."""
     from . import data
     protocol = schema.TrainConf(**OmegaConf.to_container(cfg.train, resolve=True)).protocol()
+    try:  # before anything trains: the tracking server must take these credentials for writing
+        tracking.require_write_access(cfg.tracking.uri, cfg.tracking.experiment)
+    except tracking.AccessError as e:
+        raise UsageError(str(e)) from None
     members = [m for m in job_members(cfg, asdict(protocol)) if not is_done(m)]
     if not members:
         return []
@@ -176,6 +180,7 @@ def run_one(cfg: DictConfig) -> list[dict]:
     saved = trainer.Checkpoint.read(ckpt)
     for k, m in enumerate(members):
         start_tracking(cfg, m, saved["histories"][k] if saved else None)
+        m.tracker.log_dataset(ds)
     if len(members) > 1:
         log.info("run group of %d: %s", len(members), ", ".join(m.name for m in members))
     try:

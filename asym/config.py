@@ -30,6 +30,7 @@ class TrainConf(Protocol):
 class TrackingConf:
     uri: Optional[str] = None       # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     experiment: str = "weight-symmetry"
+    system_metrics: bool = False    # MLflow's CPU/memory/disk/network (+ GPU with nvidia-ml-py) metrics per run
 
 
 @dataclass

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from pathlib import Path
 
 from .train import BEST_EPOCH, BEST_ERROR
@@ -24,6 +25,9 @@ VAL_METRIC = "val_error"  # per epoch, on the split the paper reports
 EPOCH_METRICS = (VAL_METRIC, "train_error", "train_loss", "lr")
 RUN_TAGS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
 STATUS_TAG, HASH_TAG, COMMIT_TAG = "status", "config_hash", "git_commit"
+TABLES_TAG, PROTOCOL_HASH_TAG = "tables", "protocol_hash"   # "Table 3, 65-epoch protocol" is one UI filter
+NOTE_TAG = "mlflow.note.content"   # MLflow's own run description (the UI's "Description")
+SYSTEM_METRICS_PARAM = "tracking.system_metrics"   # the config key that turns MLflow's system metrics on
 DONE = ("finished", "diverged")  # a run in one of these states is never trained again
 PREFERENCE = ("finished", "diverged", "running", "failed")  # which run stands for a config hash (stands_for)
 SUMMARY_METRICS = (BEST_ERROR, BEST_EPOCH)
@@ -36,6 +40,12 @@ def config_hash(run: dict, protocol: dict) -> str:
     key = {**{k: run[k] for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
            "lr_mult": float(run["lr_mult"]), "protocol": {k: protocol[k] for k in sorted(protocol)}}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def protocol_hash(protocol: dict) -> str:
+    """Stable hash of the training protocol alone (epochs, lr steps, batch sizes…): runs trained under the
+    same protocol share it, whatever their model, dataset or multiplier."""
+    return hashlib.sha256(json.dumps({k: protocol[k] for k in sorted(protocol)}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def group_hash(member_hashes: list[str]) -> str:
@@ -138,6 +148,7 @@ def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     uri = resolve_uri(uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         return None  # reading must not create an empty database
+    check_access(uri, experiment)  # no credentials, or wrong ones: one line, not a REST trace
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         return None
@@ -199,10 +210,38 @@ class RunTracker:
                 from .models import parse_model
                 tags.update({"model": parse_model(self.run["model"]).label, HASH_TAG: self.hash,
                              STATUS_TAG: "running", COMMIT_TAG: git_commit or "unknown"})
+                tags.update(view_tags(self.run, self.protocol))
                 self.run_id = c.create_run(exp_id, run_name=run_name(self.run), tags=tags).info.run_id
                 from mlflow.entities import Param
                 c.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in self.params.items()])
         self._guard("starting the run", start)
+        if self.run_id and str(self.params.get(SYSTEM_METRICS_PARAM, False)).lower() == "true":
+            self._guard("starting system metrics", lambda: self._start_system_metrics(existing is not None))
+
+    def _start_system_metrics(self, resumed: bool) -> None:
+        """MLflow's own CPU/memory/disk/network (and, with nvidia-ml-py, GPU) sampling for this run.
+
+        ``SystemMetricsMonitor`` is what ``mlflow.start_run(log_system_metrics=True)`` runs; it is used
+        directly because this tracker drives runs through ``MlflowClient`` (a run group has N runs in
+        one process, which the fluent API's single active run cannot hold). Pinned by
+        tests/test_mlflow_view.py::test_runs_carry_dataset_description_tables_and_system_metrics."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        self._system_metrics = SystemMetricsMonitor(self.run_id, resume_logging=resumed,
+                                                    tracking_uri=resolve_uri(self.uri))
+        self._system_metrics.start()
+
+    def _stop_system_metrics(self) -> None:
+        monitor, self._system_metrics = getattr(self, "_system_metrics", None), None
+        if monitor is not None:
+            self._guard("stopping system metrics", monitor.finish)
+
+    def log_dataset(self, ds) -> None:
+        """The run's dataset as an MLflow dataset input (the UI's Dataset column): name, a digest of the
+        prepared tensors, its source. Call once the run is started, with the ``TensorData`` it trains on."""
+        if self.run_id:
+            root = str(Path(str(self.params.get("data.root", "data"))).resolve())
+            self._guard("logging the dataset", lambda: client(self.uri).log_inputs(
+                self.run_id, datasets=[dataset_input(self.run["dataset"], ds, root)]))
 
     def log_epoch(self, record: dict) -> None:
         if self.run_id:
@@ -215,12 +254,165 @@ class RunTracker:
 
     def finish(self, result: dict, out_dir: Path) -> bool:
         """Summary metrics, tags, artifacts, terminal status. Returns whether MLflow now has it all."""
+        self._stop_system_metrics()
         self.ok = True  # the server may be back after an outage: try once more
         if self.run_id is None:
             self.start(self.existing())
         if not self.run_id:
             return False
         return bool(self._guard("finishing the run", lambda: finish_run(client(self.uri), self.run_id, result, out_dir)))
+
+
+def view_tags(run: dict, protocol: dict) -> dict:
+    """What the MLflow UI shows about a run beyond its numbers: its description (MLflow's note), the paper
+    tables it feeds and its protocol's hash."""
+    from .analysis.tables import tables_of  # the one place that knows which table columns a run fills
+    return {NOTE_TAG: describe_run(run, protocol), TABLES_TAG: ",".join(tables_of(run["model"], run.get("freeze", "none"))),
+            PROTOCOL_HASH_TAG: protocol_hash(protocol)}
+
+
+def describe_model(label: str) -> str:
+    """One line that explains a model label in words, from its parse, e.g. ``uSF+BN+BM: feedback V = sign(W);
+    batch normalisation without affine; Batch Manhattan setting 1``."""
+    from .feedback import RNDF_STD
+    from .models import parse_model
+    spec = parse_model(label)
+    every = "redrawn every mini-batch" if spec.feedback == "brsf" else "drawn once"
+    if spec.feedback in ("brsf", "frsf") and spec.flip:
+        feedback = (f"feedback V = M∘S∘sign(W), M ~ U[0,1] and S flipping each sign with probability "
+                    f"{spec.flip:g}, {every}")
+    else:
+        feedback = {"bp": "feedback V = W (symmetric backprop)", "usf": "feedback V = sign(W)",
+                    "nusf": "feedback V = sign(W) / fan-in", "brsf": f"feedback V = M∘sign(W), M ~ U[0,1] {every}",
+                    "frsf": f"feedback V = M∘sign(W), M ~ U[0,1] {every}",
+                    "rndf": f"fixed random feedback V ~ N(0, {RNDF_STD:g}²)"}[spec.feedback]
+    norm = ("batch normalisation with learnable scale/shift" if spec.bn_affine else
+            "batch normalisation without affine") if spec.batchnorm else "no batch normalisation"
+    update = f"Batch Manhattan setting {spec.setting}" if spec.setting else "SGD with momentum (update setting 0)"
+    return f"{spec.label}: {feedback}; {norm}; {update}"
+
+
+def describe_run(run: dict, protocol: dict) -> str:
+    """``describe_model`` plus the run's clamp (Exp. C2) and procedure when they are not the default."""
+    text = describe_model(run["model"])
+    if run.get("freeze", "none") == "bottom":
+        text += "; clamped: last layer frozen at its random init"
+    elif run.get("freeze", "none") == "top":
+        text += "; clamped: every layer before the last frozen"
+    if run.get("procedure", "standard") == "large_batch":
+        text += (f"; batch {protocol.get('batch_size')} for {protocol.get('large_batch_after')} epochs, then "
+                 f"{protocol.get('large_batch_size')}")
+    return text
+
+
+_DIGESTS: dict[int, tuple] = {}  # id(x_train) → (weak reference, digest): a run group hashes its tensors once
+
+
+def dataset_digest(ds) -> str:
+    """sha256 (first 8 hex digits, MLflow's length) of the prepared train/test tensors."""
+    seen = _DIGESTS.get(id(ds.x_train))
+    if seen is not None and seen[0]() is ds.x_train:
+        return seen[1]
+    h = hashlib.sha256()
+    for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    _DIGESTS[id(ds.x_train)] = (weakref.ref(ds.x_train), h.hexdigest()[:8])
+    return _DIGESTS[id(ds.x_train)][1]
+
+
+def dataset_input(name: str, ds, root: str):
+    """The ``mlflow.entities.DatasetInput`` of a run's dataset: the UI groups and filters runs by it."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from .data import info
+    meta = info(name)
+    if meta.reader == "digits":
+        source_type, source = "code", {"tags": {"mlflow.source.name": "sklearn.datasets.load_digits"}}
+    else:  # a registry dataset under data.root, or the user's own path (folder:/…, npz:/…)
+        path = meta.source if meta.reader.startswith("user_") else root
+        source_type, source = "local", {"uri": str(Path(path).resolve())}
+    profile = {"train_examples": len(ds.y_train), "test_examples": len(ds.y_test), "classes": ds.num_classes,
+               "input_shape": list(ds.x_train.shape[1:])}
+    dataset = Dataset(name=name if ":" not in name else meta.title, digest=dataset_digest(ds), source_type=source_type,
+                      source=json.dumps(source), profile=json.dumps(profile))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])
+
+
+# ------------------------------------------------------------------------------- who may read and write
+class AccessError(RuntimeError):
+    """The tracking server refuses these credentials, or this user may not do what is asked (one line)."""
+
+
+# basic-auth's REST API (mlflow.server.auth.routes.GET_USER_PERMISSION: a user's effective permission, the one
+# its request check uses) and the permissions that may write (``can_update`` in mlflow.server.auth.permissions).
+# Spelled out rather than imported: importing mlflow.server.auth needs the server's extras (Flask-WTF), which a
+# training node does not have. tests/test_auth.py::test_basic_auth_names_match_mlflow pins both on MLflow's own.
+USER_PERMISSION_PATH = "/api/3.0/mlflow/users/permissions/get"
+WRITE_PERMISSIONS = ("EDIT", "MANAGE")
+CREDENTIALS_HELP = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or write ~/.mlflow/credentials"
+
+
+def check_access(uri: str | None, experiment: str = DEFAULT_EXPERIMENT, write: bool = False) -> bool:
+    """Ask the tracking server whether these credentials may read (``write``: write to) ``experiment``.
+
+    Credentials are whatever MLflow's own client sends ($MLFLOW_TRACKING_USERNAME/PASSWORD or
+    ~/.mlflow/credentials); nothing here stores or logs them. Raises ``AccessError`` (one line naming the
+    server and what is wrong) on 401 and on a user without EDIT (basic-auth's effective permission, the one
+    its request check uses). Returns False if the server cannot be reached (the caller decides), True
+    otherwise. A local store (SQLite, files) and a server without the basic-auth app always pass.
+    A missing experiment passes: any authenticated user may create one (MLflow's basic-auth rule).
+    """
+    uri = resolve_uri(uri)
+    if not uri.startswith(("http://", "https://")):
+        return True
+    from urllib.parse import urlsplit
+    if "@" in urlsplit(uri).netloc:  # the URI is logged as a param and written to runs.json and config.yaml
+        raise AccessError(f"tracking URI {urlsplit(uri)._replace(netloc=urlsplit(uri).netloc.rpartition('@')[2]).geturl()} "
+                          f"carries credentials: take them out of the URI and {CREDENTIALS_HELP}")
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+    creds = get_default_host_creds(uri)
+
+    def get(path: str, **params):
+        try:
+            return http_request(creds, path, "GET", params=params)
+        except Exception:
+            return None
+    r = get("/api/2.0/mlflow/experiments/get-by-name", experiment_name=experiment)
+    if r is None or r.status_code >= 500:
+        return False
+    if r.status_code == 401:
+        if creds.username and not creds.password:
+            raise AccessError(f"tracking server {uri} needs a password for user '{creds.username}' (HTTP 401): "
+                              f"{CREDENTIALS_HELP}")
+        if creds.username:
+            raise AccessError(f"tracking server {uri} rejected the password of user '{creds.username}' (HTTP 401); "
+                              "check MLFLOW_TRACKING_PASSWORD or ~/.mlflow/credentials")
+        raise AccessError(f"tracking server {uri} needs credentials (HTTP 401): {CREDENTIALS_HELP}")
+    if r.status_code == 403:
+        raise AccessError(f"tracking server {uri}: user '{creds.username}' may not read experiment "
+                          f"'{experiment}' (HTTP 403)")
+    if r.status_code != 200 or not write or not creds.username:
+        return True  # 404: no such experiment yet; no username: a server that asked for none
+    exp_id = r.json()["experiment"]["experiment_id"]
+    p = get(USER_PERMISSION_PATH, username=creds.username, resource_type="experiment", resource_id=exp_id)
+    if p is None or p.status_code != 200:
+        return True  # a server without the basic-auth app: it ignores credentials, anyone may write
+    permission = p.json()["permission"]
+    if permission not in WRITE_PERMISSIONS:
+        raise AccessError(f"tracking server {uri}: user '{creds.username}' has {permission} on experiment "
+                          f"'{experiment}' and may not write to it (HTTP 403); an admin must grant EDIT")
+    return True
+
+
+def require_write_access(uri: str | None, experiment: str = DEFAULT_EXPERIMENT) -> None:
+    """``asym-train``'s preflight, before anything trains or is queued: ``AccessError`` unless the server
+    takes these credentials for writing to ``experiment``. An unreachable server only warns (the runs keep
+    their ``result.json``; ``asym-sync`` uploads them later, through this same check)."""
+    limit_http_retries()
+    if not check_access(uri, experiment, write=True):
+        log.warning("tracking server %s unreachable: its credentials are not checked; runs keep their result.json "
+                    "for asym-sync", resolve_uri(uri))
 
 
 def log_missing_epochs(c, run_id: str, history: list[dict]) -> None:
@@ -248,6 +440,8 @@ def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFA
     Idempotent: a run already complete in MLflow is left alone; syncing twice creates no duplicates.
     """
     counts = {"uploaded": 0, "already": 0}
+    if not check_access(uri, experiment, write=True):
+        raise RuntimeError(f"tracking server {resolve_uri(uri)} unreachable")
     for path in sorted(Path(output_root).rglob(RUN_DIR_FILE)):
         result = json.loads(path.read_text())
         if result.get("status") not in DONE + ("failed",):

@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
                 break
             time.sleep(a.watch)
             print()
+    except tracking.AccessError as e:  # no credentials, wrong ones: one line
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except (FileNotFoundError, OSError, RuntimeError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(1)

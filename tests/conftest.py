@@ -81,3 +81,33 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def mlflow_users(mlflow_server) -> dict:
+    """The basic-auth users .ci/services-up.sh created: {'writer': (name, password), 'reader': (...)}.
+
+    The writer is also what the environment carries (MLFLOW_TRACKING_USERNAME/PASSWORD), so every test
+    that does not say otherwise writes through it."""
+    auth = os.environ.get("ASYM_TEST_MLFLOW_AUTH")
+    if not auth or not Path(auth, "asym-reader.password").exists():
+        missing_service("ASYM_TEST_MLFLOW_AUTH (the MLflow server's basic-auth users) is not set")
+    users = {role: (f"asym-{role}", Path(auth, f"asym-{role}.password").read_text().strip())
+             for role in ("writer", "reader")}
+    if os.environ.get("MLFLOW_TRACKING_USERNAME") != users["writer"][0]:
+        missing_service("the environment does not carry the writer's credentials (source $ASYM_CI_STATE/env.sh)")
+    return users
+
+
+def env_with_credentials(credentials: "tuple[str | None, str | None] | None", home: Path) -> dict:
+    """os.environ with these MLflow credentials only (None: none at all), and a HOME whose
+    ~/.mlflow/credentials is not the caller's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    env["HOME"] = str(home)
+    if credentials:
+        user, password = credentials
+        if user is not None:
+            env["MLFLOW_TRACKING_USERNAME"] = user
+        if password is not None:
+            env["MLFLOW_TRACKING_PASSWORD"] = password
+    return env

@@ -5,8 +5,10 @@ Every test uses its own MLflow experiment, so tests never read each other's runs
 """
 import json
 import os
+import secrets
 import signal
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -149,23 +151,49 @@ def test_16_concurrent_runs_write_every_metric(mlflow_server, tmp_path):
         assert {a.path for a in c.list_artifacts(run_id)} >= {"result.json", "config.yaml"}
 
 
+def create_user(uri: str, admin_password: str, username: str, password: str) -> None:
+    """Through MLflow's own AuthServiceClient, as the admin; the password goes by stdin, never in argv."""
+    code = ("import sys; from mlflow.server import get_app_client\n"
+            "get_app_client('basic-auth', tracking_uri=sys.argv[1]).create_user(sys.argv[2], sys.stdin.read())")
+    env = {**os.environ, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": admin_password}
+    subprocess.run([sys.executable, "-c", code, uri, username], input=password, env=env, text=True, check=True,
+                   capture_output=True)
+
+
 @pytest.fixture
-def private_server(tmp_path):
-    """An MLflow server of this test's own (same PostgreSQL database), which the test may stop and restart."""
+def private_server(tmp_path, mlflow_users):
+    """An MLflow server of this test's own (same PostgreSQL database, basic-auth like the shared one), which
+    the test may stop and restart — with the same users, or with a fresh user store where the writer's
+    password is a different one (``start(same_credentials=False)``)."""
     backend = os.environ.get("ASYM_TEST_MLFLOW_BACKEND")
     if not backend:
         missing_service("ASYM_TEST_MLFLOW_BACKEND (the PostgreSQL URI of the MLflow database) is not set")
     port = 5100 + os.getpid() % 700
     uri = f"http://127.0.0.1:{port}"
+    user, password = mlflow_users["writer"]
     procs = []
 
-    def start():
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    def start(same_credentials: bool = True):
+        auth = tmp_path / ("auth" if same_credentials else f"auth-other-{len(procs)}")
+        fresh = not auth.exists()
+        auth.mkdir(mode=0o700, exist_ok=True)
+        admin = secrets.token_urlsafe(16)
+        (auth / "basic_auth.ini").write_text(
+            f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{auth}/basic_auth.db\n"
+            f"admin_username = admin\nadmin_password = {admin}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+        if fresh:
+            (auth / "admin").write_text(admin)  # the admin is created once, with the first password
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_AUTH_CONFIG_PATH": str(auth / "basic_auth.ini"),
+               "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(16)}
         procs.append(subprocess.Popen(
-            ["mlflow", "server", "--backend-store-uri", backend, "--default-artifact-root", str(tmp_path / "art"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--backend-store-uri", backend,
+             "--default-artifact-root", str(tmp_path / "art"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env))
         wait_until(lambda: server_up(uri), 120, f"MLflow server on {uri}")
+        if fresh:
+            create_user(uri, (auth / "admin").read_text(), user, password if same_credentials else "another-password")
 
     def stop():
         os.killpg(procs[-1].pid, signal.SIGKILL)
@@ -187,7 +215,16 @@ def test_tracking_server_down_mid_run_then_sync_uploads_once(private_server, tmp
     assert run.returncode == 0, out[-3000:]  # the run succeeds without its tracking server
     result = json.loads(next(root.rglob("result.json")).read_text())
     assert result["status"] == "finished" and result["mlflow_synced"] is False
-    start()
+    # the server comes back, but its users are not ours any more: one line, nothing uploaded
+    start(same_credentials=False)
+    refused = asym(tmp_path, "asym-sync", str(root), "--tracking-uri", uri, "--experiment", exp)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 2 and len(errors) == 1, refused.stderr
+    assert f"tracking server {uri} rejected the password of user" in errors[0] and "Traceback" not in refused.stderr
+    stop()
+    start()  # the team's server again: the same credentials upload it, once
+    df = tracking.runs_frame(uri, exp)
+    assert list(df["tags.status"]) == ["running"], "the refused sync changed the run"
     first = asym(tmp_path, "asym-sync", str(root), "--tracking-uri", uri, "--experiment", exp, check=True)
     assert "1 uploaded" in first.stdout
     second = asym(tmp_path, "asym-sync", str(root), "--tracking-uri", uri, "--experiment", exp, check=True)

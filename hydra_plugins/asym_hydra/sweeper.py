@@ -57,6 +57,7 @@ class AsymSweeper(BasicSweeper):
             entries = plan.plan(self.config, jobs, self._job_config)
         except (ValueError, DatasetMissing) as e:
             self._fail(str(e))
+        self._check_tracking_access()
         if self.config.get("engine") == "group":
             jobs = plan.group_jobs(jobs, entries, self.config.lr_mult)
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -95,6 +96,14 @@ class AsymSweeper(BasicSweeper):
                 log.error("failed: %s: %s", job, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise HydraException(f"{len(failed)} of {len(jobs)} {unit} failed (see above)")
         return returns
+
+    def _check_tracking_access(self) -> None:
+        """Before the sweep directory exists and anything is queued: the server takes these credentials for writing."""
+        from asym import tracking
+        try:
+            tracking.require_write_access(self.config.tracking.uri, self.config.tracking.experiment)
+        except tracking.AccessError as e:
+            self._fail(str(e))
 
     def _create_experiment(self) -> None:
         """Once, before any worker starts: concurrent creation from many jobs misroutes runs."""
