@@ -146,7 +146,7 @@ def finish_tracking(m: Member, result: dict) -> None:
     if not result["mlflow_synced"]:
         log.warning("%s finished but is not in MLflow yet; its record is %s (run asym-sync)", m.name,
                     m.out_dir / "result.json")
-    if result["status"] != "failed":
+    if result["status"] not in (trainer.FAILED, trainer.INTERRUPTED):
         log.info("%s: %s, best val error %.2f%% at epoch %s", m.name, result["status"], result[trainer.BEST_ERROR],
                  result[trainer.BEST_EPOCH])
 
@@ -181,6 +181,10 @@ def run_one(cfg: DictConfig) -> list[dict]:
         results = trainer.train([m.run for m in members], ds, [m.out_dir for m in members], protocol, device_of(cfg),
                                 checkpoint=ckpt, on_epoch=lambda k, rec: members[k].tracker.log_epoch(rec),
                                 config=flat_params(cfg), title=members[0].name if len(members) == 1 else None)
+    except trainer.Interrupted:
+        for m in members:  # KILLED in MLflow with status=interrupted; the same command resumes it
+            finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
+        raise
     except Exception as e:
         for m in members:  # each member's failed record, with the epochs it finished
             if (m.out_dir / "result.json").exists():
@@ -198,6 +202,10 @@ def _main(cfg: DictConfig) -> None:
         run_one(cfg)
     except UsageError as e:
         fail(str(e))
+    except trainer.Interrupted as e:  # one line, no trace; a sweep stops here too (SystemExit passes Hydra)
+        print(f"asym-train: {e}; the last finished epoch is kept: run the same command to resume",
+              file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
 
 
 def train() -> None:

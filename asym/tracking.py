@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from .train import BEST_EPOCH, BEST_ERROR
+from .train import BEST_EPOCH, BEST_ERROR, FAILED, INTERRUPTED, RUNNING
 
 log = logging.getLogger("asym.tracking")
 
@@ -25,7 +25,8 @@ EPOCH_METRICS = (VAL_METRIC, "train_error", "train_loss", "lr")
 RUN_TAGS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
 STATUS_TAG, HASH_TAG, COMMIT_TAG = "status", "config_hash", "git_commit"
 DONE = ("finished", "diverged")  # a run in one of these states is never trained again
-PREFERENCE = ("finished", "diverged", "running", "failed")  # which run stands for a config hash (stands_for)
+PREFERENCE = ("finished", "diverged", "running", INTERRUPTED, FAILED)  # which run stands for a hash (stands_for)
+MLFLOW_STATUS = {FAILED: "FAILED", INTERRUPTED: "KILLED"}  # status tag → MLflow's run status (else FINISHED)
 SUMMARY_METRICS = (BEST_ERROR, BEST_EPOCH)
 RUN_DIR_FILE = "result.json"
 
@@ -122,7 +123,7 @@ def mark_failed(uri: str, experiment: str, config_hash_value: str) -> None:
     exp = c.get_experiment_by_name(experiment)
     runs = find_runs(c, exp.experiment_id, config_hash_value) if exp else []
     i = stands_for([r.data.tags.get(STATUS_TAG) for r in runs])
-    if i is not None and runs[i].data.tags.get(STATUS_TAG) not in DONE:
+    if i is not None and runs[i].data.tags.get(STATUS_TAG) not in (*DONE, INTERRUPTED):  # those ended themselves
         c.set_tag(runs[i].info.run_id, STATUS_TAG, "failed")
         c.set_terminated(runs[i].info.run_id, status="FAILED")
 
@@ -144,11 +145,12 @@ def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     return mlflow.search_runs(experiment_names=[experiment], max_results=100000)
 
 
-def _metrics(records: list[dict], skip_steps: set[int] = frozenset()):
+def _metrics(records: list[dict], have: dict[str, set[int]] | None = None):
+    """Per-epoch metrics of ``records``, leaving out the (metric, epoch) points in ``have``."""
     from mlflow.entities import Metric
-    now = int(time.time() * 1000)
-    return [Metric(k, float(r[k]), now, int(r["epoch"])) for r in records if int(r["epoch"]) not in skip_steps
-            for k in EPOCH_METRICS if r.get(k) is not None]
+    now, have = int(time.time() * 1000), have or {}
+    return [Metric(k, float(r[k]), now, int(r["epoch"])) for r in records for k in EPOCH_METRICS
+            if r.get(k) is not None and int(r["epoch"]) not in have.get(k, ())]
 
 
 def _log_metrics(c, run_id: str, metrics: list) -> None:
@@ -193,6 +195,7 @@ class RunTracker:
             if existing is not None:
                 self.run_id = existing.info.run_id
                 c.update_run(self.run_id, status="RUNNING")
+                c.set_tag(self.run_id, STATUS_TAG, RUNNING)  # resumed: no longer failed / interrupted
             else:
                 exp_id = ensure_experiment(self.uri, self.experiment)
                 tags = {k: str(self.run[k]) for k in RUN_TAGS}
@@ -224,7 +227,9 @@ class RunTracker:
 
 
 def log_missing_epochs(c, run_id: str, history: list[dict]) -> None:
-    have = {m.step for m in c.get_metric_history(run_id, VAL_METRIC)}
+    """Log the (metric, epoch) points of ``history`` the run lacks, each metric checked on its own: a diverged
+    epoch has a train_loss but no val_error, and must still be logged exactly once."""
+    have = {k: {m.step for m in c.get_metric_history(run_id, k)} for k in EPOCH_METRICS}
     _log_metrics(c, run_id, _metrics(history, have))
 
 
@@ -238,7 +243,7 @@ def finish_run(c, run_id: str, result: dict, out_dir: Path) -> bool:
         if (Path(out_dir) / name).exists():
             c.log_artifact(run_id, str(Path(out_dir) / name))
     c.set_tag(run_id, STATUS_TAG, result["status"])
-    c.set_terminated(run_id, status="FAILED" if result["status"] == "failed" else "FINISHED")
+    c.set_terminated(run_id, status=MLFLOW_STATUS.get(result["status"], "FINISHED"))
     return True
 
 
@@ -250,7 +255,7 @@ def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFA
     counts = {"uploaded": 0, "already": 0}
     for path in sorted(Path(output_root).rglob(RUN_DIR_FILE)):
         result = json.loads(path.read_text())
-        if result.get("status") not in DONE + ("failed",):
+        if result.get("status") not in (*DONE, FAILED, INTERRUPTED):
             continue
         tracker = RunTracker(uri, experiment, result["run"], result["protocol"], result.get("config", {}))
         found = tracker.existing()

@@ -17,7 +17,7 @@ from asym import tracking
 from . import plan
 from .progress import text_bar
 
-STATES = ("finished", "diverged", "running", "queued", "failed", "unsynced")
+STATES = ("finished", "diverged", "running", "queued", "interrupted", "failed", "unsynced")
 ACTIVE = ("running", "queued")
 SLURM_QUEUED = ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING")
 SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
@@ -68,6 +68,8 @@ def classify(mlflow: str | None, scheduler: str | None) -> str:
         return "queued"
     if scheduler in SLURM_RUNNING:
         return "running"
+    if mlflow == tracking.INTERRUPTED:  # stopped by SIGINT/SIGTERM (scancel, a time limit): rerun to resume
+        return "interrupted"
     if scheduler == "COMPLETED":  # the job ended well but MLflow lacks the result: asym-sync uploads it
         return "failed" if mlflow == "failed" else "unsynced"
     if scheduler:  # FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...
@@ -94,17 +96,20 @@ def report(sweep_dir: Path, runs: list[dict]) -> str:
     done = total["finished"] + total["diverged"]
     lines = [f"sweep {sweep_dir}: {len(runs)} runs",
              f"{text_bar(done / max(1, len(runs)))} {done / max(1, len(runs)):4.0%}  {done}/{len(runs)} done", ""]
-    header = f"{'table':<8}{'runs':>6}" + "".join(f"{s:>10}" for s in STATES)
+    header = f"{'table':<8}{'runs':>6}" + "".join(f"{s:>12}" for s in STATES)
     lines.append(header)
     tables = sorted({t for r in runs for t in r["tables"]}) + ["all"]
     for t in tables:
         mine = runs if t == "all" else [r for r in runs if t in r["tables"]]
         c = Counter(r["state"] for r in mine)
-        lines.append(f"{t:<8}{len(mine):>6}" + "".join(f"{c[s]:>10}" for s in STATES))
+        lines.append(f"{t:<8}{len(mine):>6}" + "".join(f"{c[s]:>12}" for s in STATES))
     failed = [r for r in runs if r["state"] == "failed"]
     if failed:
         lines += ["", "failed:"] + [f"  {r['name']}" + (f" (SLURM {r['job_id']}: {r['scheduler_state']})"
                                                           if r.get("scheduler_state") else "") for r in failed]
+    if total["interrupted"]:
+        lines += ["", f"{total['interrupted']} runs were interrupted (SIGINT/SIGTERM): relaunch the sweep to resume "
+                      "them from their last finished epoch"]
     if total["unsynced"]:
         lines += ["", f"{total['unsynced']} runs finished but are not in MLflow yet: run asym-sync"]
     return "\n".join(lines)
