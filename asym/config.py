@@ -104,8 +104,10 @@ def check_overrides(args: list[str], groups: dict[str, list[str]]) -> None:
             if bad:
                 raise ValueError(f"no {key} config '{bad[0]}'; choose from {', '.join(groups[key])}")
             continue
-        if o.is_delete() or o.is_add() or o.is_force_add() or key.split("/")[0].split(".")[0] == "hydra":
+        if o.is_delete() or key.split("/")[0].split(".")[0] == "hydra":
             continue
+        if o.is_add() and key in keys:  # Hydra's rule: '+' appends a new key; '++' appends or overrides
+            raise ValueError(f"'+{key}' adds a key the config already has; write {key}=… or ++{key}=…")
         if key not in keys:
             hint = difflib.get_close_matches(key, keys, n=1)
             raise ValueError(f"unknown config key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
@@ -123,7 +125,11 @@ def check_overrides(args: list[str], groups: dict[str, list[str]]) -> None:
 
 
 def _values(override) -> list:
-    """The values an override sets, one per job of a sweep (interval sweeps are left to Hydra)."""
+    """The values an override sets, one per job of a sweep, as Hydra parses them (a quoted string without its
+    quotes, ``\\,`` as a comma); interval sweeps are left to Hydra."""
+    from hydra.core.override_parser.types import QuotedString
     if not override.is_sweep_override():
         return [override.value()]
-    return [] if override.is_interval_sweep() else list(override.sweep_string_iterator())
+    if override.is_interval_sweep():
+        return []
+    return [v.text if isinstance(v, QuotedString) else v for v in override.sweep_iterator()]

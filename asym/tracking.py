@@ -53,6 +53,8 @@ def run_name(run: dict) -> str:
         parts.append(run["freeze"])
     if run.get("procedure", "standard") != "standard":
         parts.append(run["procedure"])
+    if int(run.get("seed", 0)) != 0:  # runs that differ only in their seed must not share a name
+        parts.append(f"seed {int(run['seed'])}")
     return " · ".join(parts)
 
 
