@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from asym import tracking
-from asym.data import DATASETS, PAPER_DATASETS
+from asym.data import DATASETS, PAPER_DATASETS, info
 from asym.models import parse_model
 from asym.protocol import procedures_for
 from asym.train import BEST_ERROR as BEST
@@ -98,7 +98,12 @@ def highlight(value: float, sgd: float) -> str:
 
 
 def dataset_title(name: str) -> str:
-    return DATASETS[name].title if name in DATASETS else name
+    """A dataset's row: the paper's label, or a user dataset's short readable name (its file or folder stem,
+    as in its MLflow run name) — the same in tables, status, figures and run names."""
+    try:
+        return info(name).title
+    except ValueError:
+        return name
 
 
 ROW_ORDER = [DATASETS[n].title for n in PAPER_DATASETS]

@@ -1,8 +1,10 @@
 """``asym-train``: the Hydra entry point. One run per job; ``-m`` sweeps; ``asym-sync`` uploads local records."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
@@ -196,10 +198,27 @@ def run_one(cfg: DictConfig) -> list[dict]:
     return results
 
 
+@contextlib.contextmanager
+def in_launch_dir():
+    """One base directory: every relative path — ``data.root``, a ``folder:``/``npz:`` dataset, ``output_root``,
+    ``data.cache``, a relative ``sqlite:///`` URI, MLflow's default ``./mlruns`` artifact root — means the
+    directory the command was launched from, whatever ``hydra.job.chdir`` says and under every launcher
+    (Hydra records it as ``hydra.runtime.cwd``). The job works there and returns to Hydra's job directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+    here = os.getcwd()
+    os.chdir(get_original_cwd() if HydraConfig.initialized() else here)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 @hydra.main(config_path="pkg://asym.conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     try:
-        run_one(cfg)
+        with in_launch_dir():
+            run_one(cfg)
     except UsageError as e:
         fail(str(e))
     except trainer.Interrupted as e:  # one line, no trace; a sweep stops here too (SystemExit passes Hydra)

@@ -226,3 +226,34 @@ def test_add_prefixes_are_checked_like_plain_overrides(tmp_path, args, message):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=local", "hydra.launcher.workers=2"]], ids=["basic", "local"])
+def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher):
+    """hydra.job.chdir=true: data (a relative npz: path), output_root, the sqlite URI and MLflow's artifacts all
+    resolve against the launch directory; a relaunch creates no run; asym-tables there finds every run."""
+    import os
+    tiny_npz(tmp_path / "data" / "mine.npz")
+    args = ["-m", "model=SGD,BN", "dataset=npz:data/mine.npz", "lr_mult=10", "train=demo", "train.epochs=1",
+            "tracking.uri=sqlite:///mlflow.db", "output_root=runs", "hydra.job.chdir=true", *launcher]
+    first = asym_train(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    df = tracking.runs_frame(uri)
+    assert df is not None and len(df) == 2 and set(df["tags.status"]) == {"finished"}
+    assert all(u.removeprefix("file://").startswith(f"{tmp_path}/mlruns/") for u in df["artifact_uri"]), list(df["artifact_uri"])
+    strays = [p for p in (tmp_path / "runs" / "logs").rglob("*") if p.name in ("mlflow.db", "mlruns", "runs")]
+    assert not strays, strays
+    checkpoints = sorted((tmp_path / "runs").rglob("checkpoint.pt"))
+    assert len(checkpoints) == 2 and all(p.parent.parent.parent.parent == tmp_path / "runs" for p in checkpoints)
+    mtimes = [p.stat().st_mtime_ns for p in checkpoints]
+    again = asym_train(tmp_path, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(tracking.runs_frame(uri)) == 2, "the relaunch created runs"
+    assert [p.stat().st_mtime_ns for p in checkpoints] == mtimes, "the relaunch retrained a finished run"
+    tables = subprocess.run(["asym-tables", "--table", "2", "--format", "csv"], cwd=tmp_path, capture_output=True,
+                            text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    assert tables.returncode == 0, tables.stderr
+    rows = [line.split(",") for line in tables.stdout.splitlines() if line.startswith("2,mine,")]
+    assert {r[2] for r in rows if r[3]} == {"SGD", "BN"}, tables.stdout
