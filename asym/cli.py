@@ -164,6 +164,10 @@ def checkpoint_path(members: list[Member]) -> Path:
 def run_one(cfg: DictConfig) -> list[dict]:
     """Validate, skip what is done, train the job's runs (resuming), track. Returns the results of what was trained."""
     from . import data
+    try:
+        schema.check_config(cfg)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     protocol = schema.TrainConf(**OmegaConf.to_container(cfg.train, resolve=True)).protocol()
     members = [m for m in job_members(cfg, asdict(protocol)) if not is_done(m)]
     if not members:
@@ -235,9 +239,26 @@ def train() -> None:
     args = get_args_parser().parse_args()
     try:
         schema.check_overrides(args.overrides, {g: group_options(g) for g in CONFIG_GROUPS})
+        if not (args.multirun or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion):
+            check_composed(args.overrides)  # a sweep checks each job's composed config in its plan
     except ValueError as e:
         fail(str(e))
     _main()
+
+
+def check_composed(overrides: list[str]) -> None:
+    """The single run's config composed as ``hydra.main`` will compose it, checked whole (``check_config``):
+    one line before Hydra creates the run's log directory. Composition errors are left to Hydra's own report."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    try:
+        with initialize_config_module("asym.conf", version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides))
+    except Exception:
+        return
+    finally:
+        GlobalHydra.instance().clear()
+    schema.check_config(cfg)
 
 
 def sync() -> None:

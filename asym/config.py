@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from .protocol import Protocol, RunSpec
 
@@ -62,6 +63,32 @@ def run_spec(cfg: Any) -> RunSpec:
     data.info(cfg.dataset)
     return RunSpec(str(cfg.model), str(cfg.dataset), float(cfg.lr_mult), str(cfg.freeze), str(cfg.procedure),
                    int(cfg.seed)).validate()
+
+
+def check_config(cfg: Any) -> None:
+    """Every value of a composed config checked before anything runs: ValueError with one line naming it.
+
+    The run keys (``run_spec``), every ``train.*`` value (``Protocol.validate``, ``device``, ``threads``),
+    ``engine`` and ``lr_mults``, and the paths and names that must not be empty."""
+    import torch
+    run_spec(cfg)
+    train = TrainConf(**OmegaConf.to_container(cfg.train, resolve=True))
+    train.protocol().validate()
+    try:
+        device = train.device if train.device == "auto" else torch.device(train.device)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None:
+        raise ValueError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {train.device!r}")
+    if not (isinstance(train.threads, int) and train.threads >= 0):
+        raise ValueError(f"train.threads must be an integer ≥ 0 (0: torch's default), got {train.threads!r}")
+    if cfg.engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
+    for m in cfg.lr_mults or []:
+        RunSpec(cfg.model, cfg.dataset, float(m)).validate()
+    for key in ("output_root", "data.root", "tracking.experiment"):
+        if not str(OmegaConf.select(cfg, key) or "").strip():
+            raise ValueError(f"{key} must not be empty")
 
 
 RUN_KEYS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 
 from asym import data, tracking
-from asym.config import RUN_KEYS, TrainConf, run_spec
+from asym.config import RUN_KEYS, TrainConf, check_config, run_spec
 from asym.files import write_json
 
 PLAN_FILE = "runs.json"
@@ -81,6 +81,7 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
         rest = tuple(o for o in job if parse(o).key_or_group not in RUN_KEYS and not parse(o).is_hydra_override())
         if rest not in composed:
             cfg = job_config(list(rest)) if rest else config
+            check_config(cfg)  # every train.* and other value, before anything runs
             composed[rest] = (_protocol(cfg.train), cfg.data.root, bool(cfg.data.download))
         proto, root, download = composed[rest]
         deleted = {parse(o).key_or_group for o in job if parse(o).is_delete()}

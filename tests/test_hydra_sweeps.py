@@ -257,3 +257,31 @@ def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher)
     assert tables.returncode == 0, tables.stderr
     rows = [line.split(",") for line in tables.stdout.splitlines() if line.startswith("2,mine,")]
     assert {r[2] for r in rows if r[3]} == {"SGD", "BN"}, tables.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train.batch_size=0"], "train.batch_size must be a positive integer, got 0"),
+    (["train=demo", "train.epochs=0"], "train.epochs must be a positive integer, got 0"),
+    (["train.lr_steps=[60,50]"], "train.lr_steps must be strictly increasing positive epochs"),
+    (["train.lr_steps=[0]"], "train.lr_steps must be strictly increasing positive epochs"),
+    (["train.bn_alpha=0"], "train.bn_alpha must be in (0, 1]"),
+    (["train.bn_alpha=1.5"], "train.bn_alpha must be in (0, 1]"),
+    (["train.bn_batches=0"], "train.bn_batches must be a positive integer"),
+    (["train.large_batch_size=-5"], "train.large_batch_size must be a positive integer"),
+    (["train.base_lr=0"], "train.base_lr must be a positive number"),
+    (["train.momentum=1"], "train.momentum must be in [0, 1)"),
+    (["train.threads=-1"], "train.threads must be an integer ≥ 0"),
+    (["train.device=gpu"], "train.device must be auto, cpu, cuda, cuda:N or mps"),
+])
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["run", "multirun"])
+def test_bad_protocol_values_fail_before_anything_runs(tmp_path, args, message, mode):
+    """One error line, exit 2, no MLflow run, no run directory (batch_size=0 used to leave a FAILED run and a
+    trace; epochs=0 'finished' a run that trained nothing)."""
+    sweep = ["-m", "model=SGD,BN"] if mode == "multirun" else []
+    res = asym_train(tmp_path, *sweep, "dataset=digits", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                     f"output_root={tmp_path}/runs", timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
