@@ -16,7 +16,8 @@ import pandas as pd
 
 from asym import tracking
 
-from .tables import BETTER, COMPARE_ROW, WORSE, Cells, build_all, compare, load_runs, long_form, table_keys
+from .tables import (BETTER, COMPARE_ROW, WORSE, Cells, build_all, compare, load_runs, long_form, select_protocol,
+                     table_keys)
 
 YELLOW, BLUE = "#ffeb3b", "#64b5f6"
 ANSI = {WORSE: "\033[30;43m", BETTER: "\033[30;46m"}
@@ -72,7 +73,7 @@ def terminal(cells: Cells, compare_paper: bool = False, color: bool = True, widt
     def paint(s: str, cls: str) -> str:
         return f"{ANSI[cls]}{s}{RESET}" if color and cls in ANSI else s
 
-    lines = [textwrap.fill(cells.spec.title, width)]
+    lines = [textwrap.fill(cells.title, width)]
     for block in blocks:
         lines.append("dataset".ljust(label_w) + "".join(cells.value.columns[j].rjust(col_w[j]) for j in block))
         for label, vals, cls in rows:
@@ -99,7 +100,7 @@ def styler(cells: Cells, values: pd.DataFrame | None = None, caption: str | None
     classes = cells.classes(values)
     shown = text_cells(cells) if ours else values.map(fmt)
     return (shown.style.apply(lambda _: classes.map(_css), axis=None)
-            .set_caption(caption or cells.spec.title))
+            .set_caption(caption or cells.title))
 
 
 def html(cells: Cells, compare_paper: bool = False) -> str:
@@ -157,7 +158,7 @@ def latex(cells: Cells, compare_paper: bool = False) -> str:
         st.index = st.index.map(lambda s: s.replace("_", r"\_"))
         return st.to_latex(caption=caption.replace("—", "--").replace("_", r"\_"), hrules=True,
                            position="h", column_format="l" + "r" * shown.shape[1])
-    parts = [body(cells.value, cells.spec.title)]
+    parts = [body(cells.value, cells.title)]
     if compare_paper:
         parts.append(body(cells.paper(), "The paper's numbers"))
     return "\n".join(parts)
@@ -177,7 +178,7 @@ def markdown(cells: Cells, compare_paper: bool = False) -> str:
     text, classes = text_cells(cells), cells.classes()
     paper = cells.paper() if compare_paper else None
     cols = list(cells.value.columns)
-    lines = [f"**{cells.spec.title}**", "", "| dataset | " + " | ".join(cols) + " |",
+    lines = [f"**{cells.title}**", "", "| dataset | " + " | ".join(cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for r, name in enumerate(cells.value.index):
         lines.append(f"| {name} | " + " | ".join(text.iat[r, j] + MD_MARK.get(classes.iat[r, j], "")
@@ -209,15 +210,16 @@ def render_tables(cells_list: list[Cells], format: str, compare_paper: bool, col
     return pd.concat([long_form(c) for c in cells_list]).to_csv(index=False, float_format="%.4g")
 
 
-def print_sweep_tables(config, which: list[str]) -> None:
-    """Called by the sweeper when a multirun ends: the tables that sweep covers, in the terminal."""
+def print_sweep_tables(config, which: list[str], protocol_hash: str | None = None) -> None:
+    """Called by the sweeper when a multirun ends: the tables that sweep covers, in the terminal, from the runs
+    of the sweep's own protocol (``protocol_hash``)."""
     tracking.limit_http_retries()
     try:
-        runs = load_runs(config.tracking.uri, config.tracking.experiment)
+        runs, line = select_protocol(load_runs(config.tracking.uri, config.tracking.experiment), None, protocol_hash)
     except Exception as e:  # the sweep's own result does not depend on printing a table
         print(f"(no table: {str(e).splitlines()[0][:200]})", file=sys.stderr)
         return
-    text = render_tables(build_all(runs, table_keys(list(which))), "terminal", False,
+    text = render_tables(build_all(runs, table_keys(list(which)), line), "terminal", False,
                          use_color("auto", sys.stdout.isatty()))
-    print("\n" + text + "Paper side by side: asym-tables --compare" + (
+    print("\n" + line + "\n\n" + text + "Paper side by side: asym-tables --compare" + (
         f" --tracking-uri {config.tracking.uri}" if config.tracking.uri else ""), flush=True)

@@ -91,6 +91,27 @@ def check_config(cfg: Any) -> None:
             raise ValueError(f"{key} must not be empty")
 
 
+def train_option(name: str) -> Protocol:
+    """The protocol of a ``conf/train`` option (``paper``, ``demo``), its ``defaults`` followed."""
+    from importlib import resources
+    node = OmegaConf.create((resources.files("asym.conf") / "train" / f"{name}.yaml").read_text())
+    merged = OmegaConf.structured(TrainConf)
+    for parent in node.pop("defaults", []):
+        if parent != "schema":
+            merged = OmegaConf.merge(merged, OmegaConf.structured(TrainConf(**dataclasses.asdict(train_option(parent)))))
+    merged = OmegaConf.merge(merged, node)
+    return TrainConf(**OmegaConf.to_container(merged)).protocol()
+
+
+def named_protocols() -> dict[str, str]:
+    """protocol hash → name, for every ``conf/train`` option (how tables and status name a protocol)."""
+    from importlib import resources
+
+    from .tracking import protocol_hash
+    names = sorted(f.name[:-5] for f in (resources.files("asym.conf") / "train").iterdir() if f.name.endswith(".yaml"))
+    return {protocol_hash(asdict(train_option(n))): n for n in names if n != "schema"}
+
+
 RUN_KEYS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
 ENGINES = ("single", "group")
 

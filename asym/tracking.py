@@ -24,6 +24,7 @@ VAL_METRIC = "val_error"  # per epoch, on the split the paper reports
 EPOCH_METRICS = (VAL_METRIC, "train_error", "train_loss", "lr")
 RUN_TAGS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
 STATUS_TAG, HASH_TAG, COMMIT_TAG = "status", "config_hash", "git_commit"
+PROTOCOL_TAG = "protocol_hash"  # runs of one protocol (epochs, schedule, batch…) are the only ones a cell combines
 DONE = ("finished", "diverged")  # a run in one of these states is never trained again
 PREFERENCE = ("finished", "diverged", "running", INTERRUPTED, FAILED)  # which run stands for a hash (stands_for)
 MLFLOW_STATUS = {FAILED: "FAILED", INTERRUPTED: "KILLED"}  # status tag → MLflow's run status (else FINISHED)
@@ -36,6 +37,13 @@ def config_hash(run: dict, protocol: dict) -> str:
     from .models import parse_model
     key = {**{k: run[k] for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
            "lr_mult": float(run["lr_mult"]), "protocol": {k: protocol[k] for k in sorted(protocol)}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def protocol_hash(protocol: dict) -> str:
+    """Stable hash of a training protocol (``asym.protocol.Protocol`` as a dict): part of ``config_hash``, and
+    its own tag, so tables never mix a 5-epoch look with the 65-epoch protocol."""
+    key = {k: protocol[k] for k in sorted(protocol)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -107,11 +115,12 @@ def stands_for(statuses: list[str | None]) -> int | None:
 
 def runs_table(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     """One row per config hash (the run that ``stands_for`` it), in plain columns: the run fields
-    (``RUN_TAGS``), ``status``, ``config_hash``, the summary metrics, ``run_id``. None if there is no run."""
+    (``RUN_TAGS``), ``status``, ``config_hash``, ``protocol_hash``, the summary metrics, ``run_id``.
+    None if there is no run."""
     df = runs_frame(uri, experiment)
     if df is None or df.empty:
         return None
-    cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG)}
+    cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG, PROTOCOL_TAG)}
     cols.update({f"metrics.{k}": k for k in SUMMARY_METRICS})
     out = df.reindex(columns=[*cols, "run_id"]).rename(columns=cols).reset_index(drop=True)
     keep = [idx[stands_for(list(group["status"]))] for idx, group in
@@ -203,6 +212,7 @@ class RunTracker:
                 tags = {k: str(self.run[k]) for k in RUN_TAGS}
                 from .models import parse_model
                 tags.update({"model": parse_model(self.run["model"]).label, HASH_TAG: self.hash,
+                             PROTOCOL_TAG: protocol_hash(self.protocol),
                              STATUS_TAG: "running", COMMIT_TAG: git_commit or "unknown"})
                 self.run_id = c.create_run(exp_id, run_name=run_name(self.run), tags=tags).info.run_id
                 from mlflow.entities import Param

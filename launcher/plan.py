@@ -94,6 +94,7 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
         fields = asdict(run)
         entries.append({"num": num, "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
                         "config_hash": tracking.config_hash(fields, proto),
+                        "protocol_hash": tracking.protocol_hash(proto),
                         "tables": tables_of(run.model, run.freeze)})
     return entries
 

@@ -42,6 +42,15 @@ def mlflow_states(uri: str, experiment: str) -> dict[str, str]:
     return {h: s for h, s in zip(df["config_hash"], df["status"]) if isinstance(h, str)}
 
 
+def protocol_counts(uri: str, experiment: str) -> list[tuple[str, str, int]]:
+    """(protocol hash, label, run count) of every protocol in the experiment, most runs first."""
+    from asym.analysis.tables import load_runs, protocols
+    try:
+        return protocols(load_runs(uri, experiment))
+    except LookupError:
+        return []
+
+
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
     """job id (``ARRAY_TASK``) → SLURM state; live ``squeue`` over accounting's ``sacct``."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
@@ -91,7 +100,7 @@ def sweep_status(sweep_dir: Path, uri: str | None = None, experiment: str | None
     return out
 
 
-def report(sweep_dir: Path, runs: list[dict]) -> str:
+def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, int]] = ()) -> str:
     total = Counter(r["state"] for r in runs)
     done = total["finished"] + total["diverged"]
     lines = [f"sweep {sweep_dir}: {len(runs)} runs",
@@ -107,6 +116,10 @@ def report(sweep_dir: Path, runs: list[dict]) -> str:
     if failed:
         lines += ["", "failed:"] + [f"  {r['name']}" + (f" (SLURM {r['job_id']}: {r['scheduler_state']})"
                                                           if r.get("scheduler_state") else "") for r in failed]
+    if protocols:
+        mine = Counter(r.get("protocol_hash") for r in runs)
+        lines += ["", "protocols in MLflow (asym-tables --protocol chooses; a table never mixes them):"]
+        lines += [f"  {label:<24}{n:>6} runs" + ("   <- this sweep" if mine.get(h) else "") for h, label, n in protocols]
     if total["interrupted"]:
         lines += ["", f"{total['interrupted']} runs were interrupted (SIGINT/SIGTERM): relaunch the sweep to resume "
                       "them from their last finished epoch"]
@@ -129,7 +142,9 @@ def main(argv: list[str] | None = None) -> None:
         sweep_dir = find_sweep(a.target)
         while True:
             runs = sweep_status(sweep_dir, a.tracking_uri, a.experiment)
-            print(report(sweep_dir, runs), flush=True)
+            doc = plan.read(sweep_dir)
+            print(report(sweep_dir, runs, protocol_counts(a.tracking_uri or doc["tracking_uri"],
+                                                          a.experiment or doc["experiment"])), flush=True)
             if not a.watch or not any(r["state"] in ACTIVE for r in runs):
                 break
             time.sleep(a.watch)

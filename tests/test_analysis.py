@@ -1,7 +1,10 @@
 """Tables 2–5 from a real MLflow SQLite store of runs with known metrics: cells, highlighting, comparison, output."""
 import math
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 from dataclasses import asdict
 
 import numpy as np
@@ -18,14 +21,15 @@ MULTS = (100, 10, 1, 0.1, 0.01)
 PROTOCOL = asdict(Protocol(epochs=3, lr_steps=[2]))
 
 
-def log_run(uri, model, dataset, lr_mult, best, status="finished", procedure="standard", seed=0, freeze="none"):
+def log_run(uri, model, dataset, lr_mult, best, status="finished", procedure="standard", seed=0, freeze="none",
+            protocol=PROTOCOL):
     """One run through the schema's own writer: epochs 0..3 whose minimum is ``best``."""
     history = [best + 50, best + 1, best, best + 0.5] if status != "diverged" else [best, None]
     epochs = [{"epoch": e, "val_error": v, "train_error": v, "train_loss": 1.0, "lr": 1e-3}
               for e, v in enumerate(history)]
     run = {"model": model, "dataset": dataset, "lr_mult": lr_mult, "freeze": freeze, "procedure": procedure,
            "seed": seed}
-    t = tracking.RunTracker(uri, tracking.DEFAULT_EXPERIMENT, run, PROTOCOL, {"model": model})
+    t = tracking.RunTracker(uri, tracking.DEFAULT_EXPERIMENT, run, protocol, {"model": model})
     t.start(None, "test")
     for rec in epochs:
         if rec["val_error"] is not None:
@@ -211,3 +215,58 @@ def test_cli_empty_or_unreachable_store(tmp_path, uri, message):
 def test_cli_unknown_table_is_one_line_exit_2(store):
     res = cli("asym-tables", "--table", "7", "--tracking-uri", store)
     assert res.returncode == 2 and "no table '7'" in res.stderr
+
+
+@pytest.mark.slow
+def test_one_protocol_per_table(tmp_path):
+    """A store with the demo protocol (SGD/BN on digits, 2 runs) and a shorter look (SGD/BN/BM, 6 runs, better
+    numbers): a cell never mixes them; the default is the protocol with the most runs, --protocol chooses by
+    name or hash prefix and the header says which; the tables printed at a sweep's end use that sweep's
+    protocol; asym-status lists the protocols with their run counts."""
+    from asym.config import train_option
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    demo = asdict(train_option("demo"))
+    look = {**demo, "epochs": 1}
+    for model, best in (("SGD", 20.0), ("BN", 22.0)):
+        log_run(uri, model, "digits", 10, best, protocol=demo)
+    for model, best in (("SGD", 5.0), ("BN", 6.0), ("BM", 7.0)):
+        for m in (10, 1):
+            log_run(uri, model, "digits", m, best + m, protocol=look)
+    short, named = tracking.protocol_hash(look), tracking.protocol_hash(demo)
+
+    def table(*args):
+        res = cli("asym-tables", "--table", "2", "--format", "csv", "--tracking-uri", uri, *args)
+        assert res.returncode == 0, res.stderr
+        df = pd.read_csv(pd.io.common.StringIO(res.stdout))
+        return df.set_index("model")["error"].dropna().to_dict(), set(df["protocol"])
+    assert table() == ({"SGD": 6.0, "BN": 7.0, "BM": 8.0}, {short[:8]})          # most runs
+    assert table("--protocol", "demo") == ({"SGD": 20.0, "BN": 22.0}, {f"demo ({named[:8]})"})
+    assert table("--protocol", short[:6])[0] == {"SGD": 6.0, "BN": 7.0, "BM": 8.0}
+    res = cli("asym-tables", "--table", "2", "--tracking-uri", uri, "--protocol", "demo", "--color", "never")
+    assert res.returncode == 0 and res.stdout.startswith(f"protocol demo ({named[:8]}): 2 runs; also in this store: "
+                                                         f"{short[:8]} (6 runs)"), res.stdout
+    assert f"Table 2 — Exp. A: sign-concordant feedback [protocol demo ({named[:8]})]" in res.stdout
+    bad = cli("asym-tables", "--tracking-uri", uri, "--protocol", "paper")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: no protocol 'paper'") and \
+        len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    res = cli("asym-report", "--out", str(tmp_path / "r.html"), "--tracking-uri", uri, "--protocol", "demo")
+    assert res.returncode == 0, res.stderr
+    assert f"protocol demo ({named[:8]}): 2 runs" in (tmp_path / "r.html").read_text()
+
+    # a sweep of yet another protocol (1 run): its own tables at the end, not the store's biggest protocol
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    sweep = subprocess.run(["asym-train", "-m", "model=SGD", "dataset=digits", "lr_mult=100", "train=demo",
+                            "train.epochs=2", "tables=[2]", f"tracking.uri={uri}", f"output_root={tmp_path}/runs"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    mine = tracking.protocol_hash({**demo, "epochs": 2})
+    assert f"protocol {mine[:8]}: 1 runs; also in this store: {short[:8]} (6 runs), demo ({named[:8]}) (2 runs)" \
+        in sweep.stdout, sweep.stdout
+    best = tracking.runs_table(uri).set_index("protocol_hash").loc[mine, "best_val_error"]
+    digits_row = next(line for line in sweep.stdout.splitlines() if line.startswith("Digits"))
+    assert digits_row.split()[1:4] == [f"{best:.2f}", "—", "—"]  # SGD from this sweep; BM, BN not in its protocol
+    status = cli("asym-status", str(tmp_path / "runs"))
+    assert status.returncode == 0, status.stderr
+    assert f"{short[:8]}" in status.stdout and "6 runs" in status.stdout and f"demo ({named[:8]})" in status.stdout
+    assert any(line.strip().startswith(mine[:8]) and "1 runs" in line and "this sweep" in line
+               for line in status.stdout.splitlines()), status.stdout
