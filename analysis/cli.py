@@ -99,8 +99,9 @@ def report(argv: list[str] | None = None) -> None:
     for p in paths:
         if p.suffix == ".png":  # embedded, so the page stands alone; PNG and SVG files sit beside it
             data = base64.b64encode(p.read_bytes()).decode()
-            body.append(f'<figure><img alt="{p.stem}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{p.stem}</figcaption></figure>")
+            stem = html_lib.escape(p.stem)
+            body.append(f'<figure><img alt="{stem}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{stem}</figcaption></figure>")
     page = render.html_page("Weight symmetry in backpropagation: our runs vs the paper", "\n".join(body))
     write_atomic(a.out, lambda p: p.write_text(page, encoding="utf-8"))
     print(f"asym-report: wrote {a.out} and {len(paths)} figure files in {fig_dir}")

@@ -270,3 +270,72 @@ def test_one_protocol_per_table(tmp_path):
     assert f"{short[:8]}" in status.stdout and "6 runs" in status.stdout and f"demo ({named[:8]})" in status.stdout
     assert any(line.strip().startswith(mine[:8]) and "1 runs" in line and "this sweep" in line
                for line in status.stdout.splitlines()), status.stdout
+
+
+ODD_NAMES = ["we&ird%na#me_$x{y}~z^w\\q<b>", "my|set <i>x 100%"]  # no "/": a file name
+
+
+def unescaped(text: str, ch: str) -> int:
+    """How many times ``ch`` occurs in ``text`` not preceded by a backslash."""
+    import re
+    return len(re.findall(r"(?<!\\)" + re.escape(ch), text))
+
+
+def test_user_names_are_text_in_every_renderer(tmp_path):
+    """A folder:/npz: dataset named with & % # _ $ { } ~ ^ \\ | <…>: its row is its short readable name (the
+    file or folder stem, as in its MLflow run name) and stays literal text in LaTeX, HTML, Markdown and figures."""
+    from html.parser import HTMLParser
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    datasets = [f"npz:/data/{ODD_NAMES[0]}.npz", f"folder:/data/{ODD_NAMES[1]}"]
+    for d in datasets:
+        for model, best in (("SGD", 10.0), ("BN", 20.0)):
+            log_run(uri, model, d, 1, best)
+    runs = load_runs(uri)
+    assert set(runs["row"]) == set(ODD_NAMES)
+    for d, name in zip(datasets, ODD_NAMES):
+        run = {"model": "SGD", "dataset": d, "lr_mult": 1.0, "freeze": "none", "procedure": "standard", "seed": 0}
+        assert tracking.run_name(run) == f"{name} · SGD · lr×1"
+    t2 = build(TABLES["2"], runs)
+    ncols = t2.value.shape[1]
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.text, self.tags = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+        def handle_data(self, data):
+            self.text.append(data)
+    page = Cells()
+    page.feed(render.html_page("t", render.html(t2, compare_paper=True)))
+    assert not {"b", "i"} & set(page.tags), "a dataset name became markup"
+    for name in ODD_NAMES:
+        assert name in [t.strip() for t in page.text], name
+
+    md = render.markdown(t2)
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "10.00" in line]
+    assert len(rows) == 2 and all(unescaped(line, "|") == ncols + 2 for line in rows), rows
+    assert "<b>" not in md and "<i>" not in md
+
+    doc = render.latex_document([render.latex(t2, compare_paper=True)])
+    body = [line for line in doc.splitlines() if "10.00" in line]
+    assert len(body) == 2
+    for line in body:
+        assert unescaped(line, "&") == ncols and unescaped(line, "%") == 0 and unescaped(line, "#") == 0, line
+        assert unescaped(line, "{") == unescaped(line, "}"), line
+    engine = shutil.which("pdflatex")
+    if engine:  # CI installs Debian's texlive where it can
+        (tmp_path / "t.tex").write_text(doc)
+        res = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout[-2000:]
+        pdftotext = shutil.which("pdftotext")
+        if pdftotext:
+            text = subprocess.run([pdftotext, "t.pdf", "-"], cwd=tmp_path, capture_output=True, text=True).stdout
+            assert "100%" in text and "we&ird%na#me" in text
+
+    paths = figures.learning_curves(uri, tracking.DEFAULT_EXPERIMENT, runs, ODD_NAMES[0], None, tmp_path)
+    paths += figures.difference_heatmap(t2, tmp_path)
+    assert len(paths) == 4 and all(p.exists() and p.parent == tmp_path for p in paths)
