@@ -77,6 +77,9 @@ class AsymSweeper(BasicSweeper):
                 results = self.launcher.launch(jobs[start:start + size], initial_job_idx=start)
             except LaunchError as e:
                 self._fail(str(e))
+            except KeyboardInterrupt:  # Ctrl-C in the sweep process (its runs record themselves as interrupted)
+                print("asym-train: sweep interrupted; run the same command to resume it", file=sys.stderr)
+                sys.exit(130)
             returns.append(results)
             for job, r in zip(jobs[start:start + size], results):
                 if r.status == JobStatus.FAILED:
