@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html as html_lib
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from asym.files import write_atomic
 
 from . import figures, render
 from .render import render_tables, use_color
-from .tables import build_all, load_runs, table_keys
+from .tables import build_all, load_runs, select_protocol, table_keys
 
 FORMATS = ("terminal", "html", "latex", "markdown", "csv")
 
@@ -33,6 +34,18 @@ def read_runs(uri: str | None, experiment: str):
         fail(f"cannot read MLflow at {tracking.resolve_uri(uri)}: {str(e).splitlines()[0][:200]}")
 
 
+PROTOCOL_HELP = ("whose runs: paper, demo (the conf/train options) or a protocol hash prefix; default: the protocol "
+                 "with the most runs. A table never mixes protocols")
+
+
+def one_protocol(runs, wanted: str | None):
+    """The runs of one protocol and the line naming it, or one error line (exit 2) if ``wanted`` matches none."""
+    try:
+        return select_protocol(runs, wanted)
+    except LookupError as e:
+        fail(str(e), 2)
+
+
 def tables(argv: list[str] | None = None) -> None:
     """Console script ``asym-tables``."""
     ap = argparse.ArgumentParser(prog="asym-tables", description="Rebuild the paper's Tables 2–5 from MLflow runs.")
@@ -43,15 +56,18 @@ def tables(argv: list[str] | None = None) -> None:
     ap.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
     ap.add_argument("--color", default="auto", choices=("auto", "always", "never"), help="terminal colours")
+    ap.add_argument("--protocol", default=None, help=PROTOCOL_HELP)
     a = ap.parse_args(argv)
     try:
         keys = table_keys(a.table)
     except ValueError as e:
         fail(str(e), 2)
-    runs = read_runs(a.tracking_uri, a.experiment)
-    cells_list = build_all(runs, keys)
+    runs, line = one_protocol(read_runs(a.tracking_uri, a.experiment), a.protocol)
+    cells_list = build_all(runs, keys, line)
     color = use_color(a.color, a.out is None and sys.stdout.isatty())
     text = render_tables(cells_list, a.format, a.compare, color)
+    if a.format == "terminal":
+        text = line + "\n\n" + text
     if a.out:
         write_atomic(a.out, lambda p: p.write_text(text, encoding="utf-8"))
         print(f"asym-tables: wrote {a.out}")
@@ -66,9 +82,10 @@ def report(argv: list[str] | None = None) -> None:
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
     ap.add_argument("--curves", default=None, help="dataset row for the learning curves (default: the first row)")
+    ap.add_argument("--protocol", default=None, help=PROTOCOL_HELP)
     a = ap.parse_args(argv)
-    runs = read_runs(a.tracking_uri, a.experiment)
-    cells_list = build_all(runs, table_keys("all"))
+    runs, line = one_protocol(read_runs(a.tracking_uri, a.experiment), a.protocol)
+    cells_list = build_all(runs, table_keys("all"), line)
     fig_dir = a.out.with_name(a.out.stem + "_figures")
     paths = figures.flip_probability(cells_list[1], fig_dir)
     row = a.curves or cells_list[0].value.index[0]
@@ -76,15 +93,17 @@ def report(argv: list[str] | None = None) -> None:
     for c in cells_list:
         paths += figures.difference_heatmap(c, fig_dir)
     body = []
+    body.append(f"<p>{html_lib.escape(line)}</p>")
     for c in cells_list:
-        body.append(f"<h2>{c.spec.title}</h2>")
+        body.append(f"<h2>{html_lib.escape(c.title)}</h2>")
         body.append(render.html(c, compare_paper=True))
     body.append("<h2>Figures</h2>")
     for p in paths:
         if p.suffix == ".png":  # embedded, so the page stands alone; PNG and SVG files sit beside it
             data = base64.b64encode(p.read_bytes()).decode()
-            body.append(f'<figure><img alt="{p.stem}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{p.stem}</figcaption></figure>")
+            stem = html_lib.escape(p.stem)
+            body.append(f'<figure><img alt="{stem}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{stem}</figcaption></figure>")
     page = render.html_page("Weight symmetry in backpropagation: our runs vs the paper", "\n".join(body))
     write_atomic(a.out, lambda p: p.write_text(page, encoding="utf-8"))
     print(f"asym-report: wrote {a.out} and {len(paths)} figure files in {fig_dir}")

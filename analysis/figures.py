@@ -1,6 +1,7 @@
 """Figures (matplotlib, written as PNG and SVG): Exp. B error against p, learning curves, ours − paper heat map."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,16 @@ from asym.train import BEST_ERROR as BEST  # noqa: E402
 from .tables import Cells  # noqa: E402
 
 FLIP_P = (0, 25, 50, 75, 100)
+
+
+def plain(label) -> str:
+    """A user's name as literal text in a figure: a ``$`` would start matplotlib's mathtext."""
+    return str(label).replace("$", r"\$")
+
+
+def file_part(label) -> str:
+    """A name made safe for a file name: letters, digits, ``-`` and ``_`` kept, anything else ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", str(label))
 
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:
@@ -37,7 +48,7 @@ def flip_probability(table3: Cells, out_dir: Path) -> list[Path]:
             ys = table3.value.loc[row, cols].to_numpy(dtype=float)
             if np.isfinite(ys).any():
                 ax.plot(FLIP_P, ys, style, marker="o", color=colors[i % len(colors)],
-                        label=f"{row} ({'batchwise' if family == 'brSF' else 'fixed'})")
+                        label=f"{plain(row)} ({'batchwise' if family == 'brSF' else 'fixed'})")
     ax.set_xlabel("sign-flip probability p (%)")
     ax.set_ylabel("best validation error (%)")
     ax.set_title("Exp. B: violating sign concordance")
@@ -62,10 +73,10 @@ def learning_curves(uri: str | None, experiment: str, runs: pd.DataFrame, datase
                 label=f"{run['model']} (lr×{run['lr_mult']:g})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation error (%)")
-    ax.set_title(f"Learning curves: {dataset_row} (best run per model)")
+    ax.set_title(f"Learning curves: {plain(dataset_row)} (best run per model)")
     if ax.lines:
         ax.legend(fontsize=7, ncol=2)
-    return save(fig, out_dir, f"learning_curves_{dataset_row.replace('/', '_')}")
+    return save(fig, out_dir, f"learning_curves_{file_part(dataset_row)}")
 
 
 def difference_heatmap(cells: Cells, out_dir: Path) -> list[Path]:
@@ -79,7 +90,7 @@ def difference_heatmap(cells: Cells, out_dir: Path) -> list[Path]:
         if np.isfinite(v):
             ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7)
     ax.set_xticks(range(diff.shape[1]), cells.value.columns, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(diff.shape[0]), cells.value.index, fontsize=8)
+    ax.set_yticks(range(diff.shape[0]), [plain(r) for r in cells.value.index], fontsize=8)
     fig.colorbar(im, ax=ax, label="ours − paper (pp)")
     ax.set_title(f"{cells.spec.title.split(' — ')[0]}: ours − paper")
     return save(fig, out_dir, f"diff_table{cells.spec.key}")

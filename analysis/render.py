@@ -16,7 +16,8 @@ import pandas as pd
 
 from asym import tracking
 
-from .tables import BETTER, COMPARE_ROW, WORSE, Cells, build_all, compare, load_runs, long_form, table_keys
+from .tables import (BETTER, COMPARE_ROW, WORSE, Cells, build_all, compare, load_runs, long_form, select_protocol,
+                     table_keys)
 
 YELLOW, BLUE = "#ffeb3b", "#64b5f6"
 ANSI = {WORSE: "\033[30;43m", BETTER: "\033[30;46m"}
@@ -72,7 +73,7 @@ def terminal(cells: Cells, compare_paper: bool = False, color: bool = True, widt
     def paint(s: str, cls: str) -> str:
         return f"{ANSI[cls]}{s}{RESET}" if color and cls in ANSI else s
 
-    lines = [textwrap.fill(cells.spec.title, width)]
+    lines = [textwrap.fill(cells.title, width)]
     for block in blocks:
         lines.append("dataset".ljust(label_w) + "".join(cells.value.columns[j].rjust(col_w[j]) for j in block))
         for label, vals, cls in rows:
@@ -93,13 +94,15 @@ def _css(cls: str) -> str:
 
 
 def styler(cells: Cells, values: pd.DataFrame | None = None, caption: str | None = None):
-    """A pandas Styler of ``values`` (default: ours) coloured by its own SGD column."""
+    """A pandas Styler of ``values`` (default: ours) coloured by its own SGD column; every label and cell
+    HTML-escaped (a user's dataset may be called ``a<b>&c``)."""
     values = cells.value if values is None else values
     ours = values is cells.value
     classes = cells.classes(values)
     shown = text_cells(cells) if ours else values.map(fmt)
     return (shown.style.apply(lambda _: classes.map(_css), axis=None)
-            .set_caption(caption or cells.spec.title))
+            .format(escape="html").format_index(escape="html", axis=0).format_index(escape="html", axis=1)
+            .set_caption(html_lib.escape(caption or cells.title, quote=False)))
 
 
 def html(cells: Cells, compare_paper: bool = False) -> str:
@@ -110,7 +113,8 @@ def html(cells: Cells, compare_paper: bool = False) -> str:
         paper = cells.paper()
         parts.append(styler(cells, paper, "The paper's numbers").set_table_attributes('class="asym-table"').to_html())
         diff = (cells.value - paper).map(fmt_diff)
-        parts.append(diff.style.set_caption("Ours − paper (pp)").set_table_attributes('class="asym-table"').to_html())
+        parts.append(diff.style.format_index(escape="html", axis=0).format_index(escape="html", axis=1)
+                     .set_caption("Ours − paper (pp)").set_table_attributes('class="asym-table"').to_html())
         parts.append(f"<p>{html_lib.escape(compare(cells).line())}</p>")
     return "\n".join(parts)
 
@@ -136,6 +140,7 @@ def html_page(title: str, body: str) -> str:
 
 
 LATEX_PREAMBLE = r"""\documentclass{article}
+\usepackage[T1]{fontenc}
 \usepackage[table]{xcolor}
 \usepackage{booktabs}
 \usepackage[margin=1cm,landscape]{geometry}
@@ -146,18 +151,28 @@ LATEX_PREAMBLE = r"""\documentclass{article}
 """
 
 
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "—": "---", "−": "--"}
+
+
+def latex_text(label) -> str:
+    """Any label as literal LaTeX text: each special character replaced in one pass (no double escaping)."""
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(label))
+
+
 def latex(cells: Cells, compare_paper: bool = False) -> str:
-    """A LaTeX table body (``\\cellcolor`` from xcolor's ``table`` option)."""
+    """A LaTeX table body (``\\cellcolor`` from xcolor's ``table`` option); every label escaped."""
     def body(values, caption):
         classes = cells.classes(values)
         shown = text_cells(cells) if values is cells.value else values.map(fmt)
         shown = shown.map(lambda s: s.replace("—", "--").replace("†", r"$^\dagger$").replace("*", r"$^*$"))
         color = lambda cls: {WORSE: "cellcolor:{asymworse};", BETTER: "cellcolor:{asymbetter};"}.get(cls, "")
-        st = shown.style.apply(lambda _: classes.map(color), axis=None)
-        st.index = st.index.map(lambda s: s.replace("_", r"\_"))
-        return st.to_latex(caption=caption.replace("—", "--").replace("_", r"\_"), hrules=True,
+        st = (shown.style.apply(lambda _: classes.map(color), axis=None)
+              .format_index(latex_text, axis=0).format_index(latex_text, axis=1))
+        return st.to_latex(caption=latex_text(caption), hrules=True,
                            position="h", column_format="l" + "r" * shown.shape[1])
-    parts = [body(cells.value, cells.spec.title)]
+    parts = [body(cells.value, cells.title)]
     if compare_paper:
         parts.append(body(cells.paper(), "The paper's numbers"))
     return "\n".join(parts)
@@ -173,14 +188,23 @@ def latex_document(fragments: list[str]) -> str:
 MD_MARK = {WORSE: " 🟨", BETTER: " 🟦"}
 
 
+MD_SPECIAL = set("\\`*_[]<>|#~$&{}^")
+
+
+def md_text(label) -> str:
+    """Any label as literal Markdown text (CommonMark backslash escapes): a ``|`` cannot split a cell, a ``<``
+    cannot open a tag, ``*``/``_`` cannot start emphasis."""
+    return "".join("\\" + ch if ch in MD_SPECIAL else ch for ch in str(label))
+
+
 def markdown(cells: Cells, compare_paper: bool = False) -> str:
     text, classes = text_cells(cells), cells.classes()
     paper = cells.paper() if compare_paper else None
-    cols = list(cells.value.columns)
-    lines = [f"**{cells.spec.title}**", "", "| dataset | " + " | ".join(cols) + " |",
+    cols = [md_text(c) for c in cells.value.columns]
+    lines = [f"**{md_text(cells.title)}**", "", "| dataset | " + " | ".join(cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for r, name in enumerate(cells.value.index):
-        lines.append(f"| {name} | " + " | ".join(text.iat[r, j] + MD_MARK.get(classes.iat[r, j], "")
+        lines.append(f"| {md_text(name)} | " + " | ".join(text.iat[r, j] + MD_MARK.get(classes.iat[r, j], "")
                                                 for j in range(len(cols))) + " |")
         if compare_paper:
             lines.append("| *paper* | " + " | ".join(fmt(v) for v in paper.iloc[r]) + " |")
@@ -209,15 +233,16 @@ def render_tables(cells_list: list[Cells], format: str, compare_paper: bool, col
     return pd.concat([long_form(c) for c in cells_list]).to_csv(index=False, float_format="%.4g")
 
 
-def print_sweep_tables(config, which: list[str]) -> None:
-    """Called by the sweeper when a multirun ends: the tables that sweep covers, in the terminal."""
+def print_sweep_tables(config, which: list[str], protocol_hash: str | None = None) -> None:
+    """Called by the sweeper when a multirun ends: the tables that sweep covers, in the terminal, from the runs
+    of the sweep's own protocol (``protocol_hash``)."""
     tracking.limit_http_retries()
     try:
-        runs = load_runs(config.tracking.uri, config.tracking.experiment)
+        runs, line = select_protocol(load_runs(config.tracking.uri, config.tracking.experiment), None, protocol_hash)
     except Exception as e:  # the sweep's own result does not depend on printing a table
         print(f"(no table: {str(e).splitlines()[0][:200]})", file=sys.stderr)
         return
-    text = render_tables(build_all(runs, table_keys(list(which))), "terminal", False,
+    text = render_tables(build_all(runs, table_keys(list(which)), line), "terminal", False,
                          use_color("auto", sys.stdout.isatty()))
-    print("\n" + text + "Paper side by side: asym-tables --compare" + (
+    print("\n" + line + "\n\n" + text + "Paper side by side: asym-tables --compare" + (
         f" --tracking-uri {config.tracking.uri}" if config.tracking.uri else ""), flush=True)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from asym import tracking
-from asym.data import DATASETS, PAPER_DATASETS
+from asym.data import DATASETS, PAPER_DATASETS, info
 from asym.models import parse_model
 from asym.protocol import procedures_for
 from asym.train import BEST_ERROR as BEST
@@ -98,7 +98,12 @@ def highlight(value: float, sgd: float) -> str:
 
 
 def dataset_title(name: str) -> str:
-    return DATASETS[name].title if name in DATASETS else name
+    """A dataset's row: the paper's label, or a user dataset's short readable name (its file or folder stem,
+    as in its MLflow run name) — the same in tables, status, figures and run names."""
+    try:
+        return info(name).title
+    except ValueError:
+        return name
 
 
 ROW_ORDER = [DATASETS[n].title for n in PAPER_DATASETS]
@@ -117,7 +122,50 @@ def load_runs(uri: str | None = None, experiment: str = tracking.DEFAULT_EXPERIM
     out["freeze"] = out["freeze"].fillna("none")
     out["procedure"] = out["procedure"].fillna("standard")
     out["row"] = out["dataset"].map(lambda d: dataset_title(d) if isinstance(d, str) else d)
+    out["protocol_hash"] = out["protocol_hash"].fillna(UNTAGGED)
     return out
+
+
+UNTAGGED = "untagged"  # runs logged before protocol_hash was a tag: their protocol is unknown, so they stand apart
+
+
+def protocol_label(h: str, names: dict[str, str] | None = None) -> str:
+    """``demo (3d987034)``, ``paper (3d4120e6)`` or just the hash's first 8 characters."""
+    from asym.config import named_protocols
+    names = named_protocols() if names is None else names
+    return f"{names[h]} ({h[:8]})" if h in names else h[:8]
+
+
+def protocols(runs: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(protocol hash, label, run count) of every protocol in ``runs``, most runs first."""
+    from asym.config import named_protocols
+    names = named_protocols()
+    counts = runs["protocol_hash"].value_counts(sort=False)
+    return sorted(((h, protocol_label(h, names), int(n)) for h, n in counts.items()), key=lambda t: (-t[2], t[1]))
+
+
+def select_protocol(runs: pd.DataFrame, wanted: str | None = None, default: str | None = None
+                    ) -> tuple[pd.DataFrame, str]:
+    """The runs of one protocol, and a line saying which (and which others the store holds).
+
+    ``wanted``: a ``conf/train`` name (``paper``, ``demo``) or a protocol hash prefix; else ``default`` (a hash:
+    the current sweep's) when it has runs; else the protocol with the most runs. LookupError if nothing matches.
+    """
+    from asym.config import named_protocols
+    present = protocols(runs)
+    if wanted:
+        by_name = {n: h for h, n in named_protocols().items()}
+        hits = [t for t in present if t[0] == by_name.get(wanted) or t[0].startswith(wanted.lower())]
+        if len(hits) != 1:
+            raise LookupError(f"{'no' if not hits else 'more than one'} protocol {wanted!r} in these runs; present: "
+                              + ", ".join(f"{label} ({n} runs)" for _, label, n in present))
+        chosen = hits[0]
+    else:
+        chosen = next((t for t in present if t[0] == default), present[0])
+    others = [f"{label} ({n} runs)" for h, label, n in present if h != chosen[0]]
+    line = f"protocol {chosen[1]}: {chosen[2]} runs" + (
+        f"; also in this store: {', '.join(others)} (choose with --protocol)" if others else "")
+    return runs[runs["protocol_hash"] == chosen[0]].copy(), line
 
 
 @dataclass
@@ -128,6 +176,11 @@ class Cells:
     value: pd.DataFrame       # rows × columns, NaN where no run is done
     diverged: pd.DataFrame    # bool
     partial: pd.DataFrame     # bool: some expected run (multiplier, procedure) not done yet
+    protocol: str = ""        # which protocol's runs these cells combine (select_protocol's line)
+
+    @property
+    def title(self) -> str:
+        return self.spec.title + (f" [{self.protocol.split(':')[0]}]" if self.protocol else "")
 
     @property
     def incomplete(self) -> int:
@@ -166,7 +219,10 @@ def multipliers_by_row(runs: pd.DataFrame) -> dict[str, set[float]]:
 
 
 def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) -> Cells:
-    """Min over epochs (``best_val_error``) and runs of each (dataset, model, clamp) of ``spec``."""
+    """Min over epochs (``best_val_error``) and runs of each (dataset, model, clamp) of ``spec``; the runs must
+    share one protocol (``select_protocol``): a cell never mixes a short look with the real schedule."""
+    if "protocol_hash" in runs and runs["protocol_hash"].nunique() > 1:
+        raise ValueError("a table combines runs of one protocol only: pick one with select_protocol")
     done = runs[runs["status"].isin(tracking.DONE)]
     present = set(runs["row"].dropna())
     rows = rows or [r for r in ROW_ORDER if r in present] + sorted(present - set(ROW_ORDER))
@@ -191,8 +247,12 @@ def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) ->
     return Cells(spec, value, diverged, partial)
 
 
-def build_all(runs: pd.DataFrame, keys: list[str]) -> list[Cells]:
-    return [build(TABLES[k], runs) for k in keys]
+def build_all(runs: pd.DataFrame, keys: list[str], protocol: str = "") -> list[Cells]:
+    """The tables ``keys`` from ``runs`` — runs of one protocol (``select_protocol``), named by ``protocol``."""
+    out = [build(TABLES[k], runs) for k in keys]
+    for c in out:
+        c.protocol = protocol
+    return out
 
 
 # ---------------------------------------------------------------------------------------- the paper, side by side
@@ -242,7 +302,8 @@ def long_form(cells: Cells) -> pd.DataFrame:
     for row in cells.value.index:
         for col in cells.value.columns:
             base = baseline_column(col)
-            records.append({"table": cells.spec.key, "dataset": row, "model": col,
+            records.append({"table": cells.spec.key, "protocol": cells.protocol.split(":")[0].removeprefix(
+                                "protocol "), "dataset": row, "model": col,
                             "error": cells.value.loc[row, col],
                             "sgd": cells.value.loc[row, base] if base in cells.value else np.nan,
                             "highlight": classes.loc[row, col], "diverged": bool(cells.diverged.loc[row, col]),

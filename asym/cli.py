@@ -1,8 +1,10 @@
 """``asym-train``: the Hydra entry point. One run per job; ``-m`` sweeps; ``asym-sync`` uploads local records."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
@@ -147,7 +149,7 @@ def finish_tracking(m: Member, result: dict) -> None:
     if not result["mlflow_synced"]:
         log.warning("%s finished but is not in MLflow yet; its record is %s (run asym-sync)", m.name,
                     m.out_dir / "result.json")
-    if result["status"] != "failed":
+    if result["status"] not in (trainer.FAILED, trainer.INTERRUPTED):
         log.info("%s: %s, best val error %.2f%% at epoch %s", m.name, result["status"], result[trainer.BEST_ERROR],
                  result[trainer.BEST_EPOCH])
 
@@ -163,6 +165,10 @@ def checkpoint_path(members: list[Member]) -> Path:
 def run_one(cfg: DictConfig) -> list[dict]:
     """Validate, skip what is done, train the job's runs (resuming), track. Returns the results of what was trained."""
     from . import data
+    try:
+        schema.check_config(cfg)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     protocol = schema.TrainConf(**OmegaConf.to_container(cfg.train, resolve=True)).protocol()
     try:  # before anything trains: the tracking server must take these credentials for writing
         tracking.require_write_access(cfg.tracking.uri, cfg.tracking.experiment)
@@ -187,6 +193,10 @@ def run_one(cfg: DictConfig) -> list[dict]:
         results = trainer.train([m.run for m in members], ds, [m.out_dir for m in members], protocol, device_of(cfg),
                                 checkpoint=ckpt, on_epoch=lambda k, rec: members[k].tracker.log_epoch(rec),
                                 config=flat_params(cfg), title=members[0].name if len(members) == 1 else None)
+    except trainer.Interrupted:
+        for m in members:  # KILLED in MLflow with status=interrupted; the same command resumes it
+            finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
+        raise
     except Exception as e:
         for m in members:  # each member's failed record, with the epochs it finished
             if (m.out_dir / "result.json").exists():
@@ -198,12 +208,33 @@ def run_one(cfg: DictConfig) -> list[dict]:
     return results
 
 
+@contextlib.contextmanager
+def in_launch_dir():
+    """One base directory: every relative path — ``data.root``, a ``folder:``/``npz:`` dataset, ``output_root``,
+    ``data.cache``, a relative ``sqlite:///`` URI, MLflow's default ``./mlruns`` artifact root — means the
+    directory the command was launched from, whatever ``hydra.job.chdir`` says and under every launcher
+    (Hydra records it as ``hydra.runtime.cwd``). The job works there and returns to Hydra's job directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+    here = os.getcwd()
+    os.chdir(get_original_cwd() if HydraConfig.initialized() else here)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 @hydra.main(config_path="pkg://asym.conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     try:
-        run_one(cfg)
+        with in_launch_dir():
+            run_one(cfg)
     except UsageError as e:
         fail(str(e))
+    except trainer.Interrupted as e:  # one line, no trace; a sweep stops here too (SystemExit passes Hydra)
+        print(f"asym-train: {e}; the last finished epoch is kept: run the same command to resume",
+              file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
 
 
 def train() -> None:
@@ -214,9 +245,26 @@ def train() -> None:
     args = get_args_parser().parse_args()
     try:
         schema.check_overrides(args.overrides, {g: group_options(g) for g in CONFIG_GROUPS})
+        if not (args.multirun or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion):
+            check_composed(args.overrides)  # a sweep checks each job's composed config in its plan
     except ValueError as e:
         fail(str(e))
     _main()
+
+
+def check_composed(overrides: list[str]) -> None:
+    """The single run's config composed as ``hydra.main`` will compose it, checked whole (``check_config``):
+    one line before Hydra creates the run's log directory. Composition errors are left to Hydra's own report."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    try:
+        with initialize_config_module("asym.conf", version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides))
+    except Exception:
+        return
+    finally:
+        GlobalHydra.instance().clear()
+    schema.check_config(cfg)
 
 
 def sync() -> None:

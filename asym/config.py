@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from .protocol import Protocol, RunSpec
 
@@ -65,6 +66,53 @@ def run_spec(cfg: Any) -> RunSpec:
                    int(cfg.seed)).validate()
 
 
+def check_config(cfg: Any) -> None:
+    """Every value of a composed config checked before anything runs: ValueError with one line naming it.
+
+    The run keys (``run_spec``), every ``train.*`` value (``Protocol.validate``, ``device``, ``threads``),
+    ``engine`` and ``lr_mults``, and the paths and names that must not be empty."""
+    import torch
+    run_spec(cfg)
+    train = TrainConf(**OmegaConf.to_container(cfg.train, resolve=True))
+    train.protocol().validate()
+    try:
+        device = train.device if train.device == "auto" else torch.device(train.device)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None:
+        raise ValueError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {train.device!r}")
+    if not (isinstance(train.threads, int) and train.threads >= 0):
+        raise ValueError(f"train.threads must be an integer ≥ 0 (0: torch's default), got {train.threads!r}")
+    if cfg.engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
+    for m in cfg.lr_mults or []:
+        RunSpec(cfg.model, cfg.dataset, float(m)).validate()
+    for key in ("output_root", "data.root", "tracking.experiment"):
+        if not str(OmegaConf.select(cfg, key) or "").strip():
+            raise ValueError(f"{key} must not be empty")
+
+
+def train_option(name: str) -> Protocol:
+    """The protocol of a ``conf/train`` option (``paper``, ``demo``), its ``defaults`` followed."""
+    from importlib import resources
+    node = OmegaConf.create((resources.files("asym.conf") / "train" / f"{name}.yaml").read_text())
+    merged = OmegaConf.structured(TrainConf)
+    for parent in node.pop("defaults", []):
+        if parent != "schema":
+            merged = OmegaConf.merge(merged, OmegaConf.structured(TrainConf(**dataclasses.asdict(train_option(parent)))))
+    merged = OmegaConf.merge(merged, node)
+    return TrainConf(**OmegaConf.to_container(merged)).protocol()
+
+
+def named_protocols() -> dict[str, str]:
+    """protocol hash → name, for every ``conf/train`` option (how tables and status name a protocol)."""
+    from importlib import resources
+
+    from .tracking import protocol_hash
+    names = sorted(f.name[:-5] for f in (resources.files("asym.conf") / "train").iterdir() if f.name.endswith(".yaml"))
+    return {protocol_hash(asdict(train_option(n))): n for n in names if n != "schema"}
+
+
 RUN_KEYS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
 ENGINES = ("single", "group")
 
@@ -105,8 +153,10 @@ def check_overrides(args: list[str], groups: dict[str, list[str]]) -> None:
             if bad:
                 raise ValueError(f"no {key} config '{bad[0]}'; choose from {', '.join(groups[key])}")
             continue
-        if o.is_delete() or o.is_add() or o.is_force_add() or key.split("/")[0].split(".")[0] == "hydra":
+        if o.is_delete() or key.split("/")[0].split(".")[0] == "hydra":
             continue
+        if o.is_add() and key in keys:  # Hydra's rule: '+' appends a new key; '++' appends or overrides
+            raise ValueError(f"'+{key}' adds a key the config already has; write {key}=… or ++{key}=…")
         if key not in keys:
             hint = difflib.get_close_matches(key, keys, n=1)
             raise ValueError(f"unknown config key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
@@ -124,7 +174,11 @@ def check_overrides(args: list[str], groups: dict[str, list[str]]) -> None:
 
 
 def _values(override) -> list:
-    """The values an override sets, one per job of a sweep (interval sweeps are left to Hydra)."""
+    """The values an override sets, one per job of a sweep, as Hydra parses them (a quoted string without its
+    quotes, ``\\,`` as a comma); interval sweeps are left to Hydra."""
+    from hydra.core.override_parser.types import QuotedString
     if not override.is_sweep_override():
         return [override.value()]
-    return [] if override.is_interval_sweep() else list(override.sweep_string_iterator())
+    if override.is_interval_sweep():
+        return []
+    return [v.text if isinstance(v, QuotedString) else v for v in override.sweep_iterator()]

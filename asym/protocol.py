@@ -39,6 +39,36 @@ class Protocol:
     large_batch_size: int = 500
     large_batch_after: int = 3
 
+    def validate(self) -> "Protocol":
+        """ValueError naming the first bad value (as ``train.KEY``), before anything runs. ``lr_steps`` must be
+        positive and strictly increasing; a step at or past ``epochs`` is allowed and never fires (a shortened
+        protocol, e.g. ``train=demo train.epochs=2``, keeps its schedule's steps)."""
+        def bad(key: str, rule: str) -> ValueError:
+            return ValueError(f"train.{key} must be {rule}, got {getattr(self, key)!r}")
+
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for key in ("epochs", "batch_size", "bn_batches", "large_batch_size"):
+            if not (is_int(getattr(self, key)) and getattr(self, key) > 0):
+                raise bad(key, "a positive integer")
+        if not (is_int(self.large_batch_after) and self.large_batch_after >= 0):
+            raise bad("large_batch_after", "an integer ≥ 0")
+        steps = list(self.lr_steps)
+        if not all(is_int(x) and x > 0 for x in steps) or any(a >= b for a, b in zip(steps, steps[1:])):
+            raise bad("lr_steps", "strictly increasing positive epochs")
+        if not (is_number(self.base_lr) and self.base_lr > 0):
+            raise bad("base_lr", "a positive number")
+        if not (is_number(self.momentum) and 0 <= self.momentum < 1):
+            raise bad("momentum", "in [0, 1)")
+        if not (is_number(self.weight_decay) and self.weight_decay >= 0):
+            raise bad("weight_decay", "a number ≥ 0")
+        if not (is_number(self.bn_alpha) and 0 < self.bn_alpha <= 1):
+            raise bad("bn_alpha", "in (0, 1]")
+        return self
+
     def lr(self, epoch: int, mult: float) -> float:
         """Learning rate of 1-based ``epoch``: 5e-4·mult, ×0.1 after each step epoch."""
         return self.base_lr * mult * 0.1 ** sum(epoch > s for s in self.lr_steps)

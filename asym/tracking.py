@@ -15,7 +15,7 @@ import time
 import weakref
 from pathlib import Path
 
-from .train import BEST_EPOCH, BEST_ERROR
+from .train import BEST_EPOCH, BEST_ERROR, FAILED, INTERRUPTED, RUNNING
 
 log = logging.getLogger("asym.tracking")
 
@@ -25,11 +25,13 @@ VAL_METRIC = "val_error"  # per epoch, on the split the paper reports
 EPOCH_METRICS = (VAL_METRIC, "train_error", "train_loss", "lr")
 RUN_TAGS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
 STATUS_TAG, HASH_TAG, COMMIT_TAG = "status", "config_hash", "git_commit"
-TABLES_TAG, PROTOCOL_HASH_TAG = "tables", "protocol_hash"   # "Table 3, 65-epoch protocol" is one UI filter
+TABLES_TAG = "tables"   # with PROTOCOL_TAG, "Table 3, 65-epoch protocol" is one UI filter
 NOTE_TAG = "mlflow.note.content"   # MLflow's own run description (the UI's "Description")
 SYSTEM_METRICS_PARAM = "tracking.system_metrics"   # the config key that turns MLflow's system metrics on
+PROTOCOL_TAG = "protocol_hash"  # runs of one protocol (epochs, schedule, batch…) are the only ones a cell combines
 DONE = ("finished", "diverged")  # a run in one of these states is never trained again
-PREFERENCE = ("finished", "diverged", "running", "failed")  # which run stands for a config hash (stands_for)
+PREFERENCE = ("finished", "diverged", "running", INTERRUPTED, FAILED)  # which run stands for a hash (stands_for)
+MLFLOW_STATUS = {FAILED: "FAILED", INTERRUPTED: "KILLED"}  # status tag → MLflow's run status (else FINISHED)
 SUMMARY_METRICS = (BEST_ERROR, BEST_EPOCH)
 RUN_DIR_FILE = "result.json"
 
@@ -43,9 +45,10 @@ def config_hash(run: dict, protocol: dict) -> str:
 
 
 def protocol_hash(protocol: dict) -> str:
-    """Stable hash of the training protocol alone (epochs, lr steps, batch sizes…): runs trained under the
-    same protocol share it, whatever their model, dataset or multiplier."""
-    return hashlib.sha256(json.dumps({k: protocol[k] for k in sorted(protocol)}, sort_keys=True).encode()).hexdigest()[:16]
+    """Stable hash of a training protocol (``asym.protocol.Protocol`` as a dict): part of ``config_hash``, and
+    its own tag, so tables never mix a 5-epoch look with the 65-epoch protocol."""
+    key = {k: protocol[k] for k in sorted(protocol)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def group_hash(member_hashes: list[str]) -> str:
@@ -62,6 +65,8 @@ def run_name(run: dict) -> str:
         parts.append(run["freeze"])
     if run.get("procedure", "standard") != "standard":
         parts.append(run["procedure"])
+    if int(run.get("seed", 0)) != 0:  # runs that differ only in their seed must not share a name
+        parts.append(f"seed {int(run['seed'])}")
     return " · ".join(parts)
 
 
@@ -114,11 +119,12 @@ def stands_for(statuses: list[str | None]) -> int | None:
 
 def runs_table(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     """One row per config hash (the run that ``stands_for`` it), in plain columns: the run fields
-    (``RUN_TAGS``), ``status``, ``config_hash``, the summary metrics, ``run_id``. None if there is no run."""
+    (``RUN_TAGS``), ``status``, ``config_hash``, ``protocol_hash``, the summary metrics, ``run_id``.
+    None if there is no run."""
     df = runs_frame(uri, experiment)
     if df is None or df.empty:
         return None
-    cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG)}
+    cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG, PROTOCOL_TAG)}
     cols.update({f"metrics.{k}": k for k in SUMMARY_METRICS})
     out = df.reindex(columns=[*cols, "run_id"]).rename(columns=cols).reset_index(drop=True)
     keep = [idx[stands_for(list(group["status"]))] for idx, group in
@@ -132,7 +138,7 @@ def mark_failed(uri: str, experiment: str, config_hash_value: str) -> None:
     exp = c.get_experiment_by_name(experiment)
     runs = find_runs(c, exp.experiment_id, config_hash_value) if exp else []
     i = stands_for([r.data.tags.get(STATUS_TAG) for r in runs])
-    if i is not None and runs[i].data.tags.get(STATUS_TAG) not in DONE:
+    if i is not None and runs[i].data.tags.get(STATUS_TAG) not in (*DONE, INTERRUPTED):  # those ended themselves
         c.set_tag(runs[i].info.run_id, STATUS_TAG, "failed")
         c.set_terminated(runs[i].info.run_id, status="FAILED")
 
@@ -155,11 +161,12 @@ def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     return mlflow.search_runs(experiment_names=[experiment], max_results=100000)
 
 
-def _metrics(records: list[dict], skip_steps: set[int] = frozenset()):
+def _metrics(records: list[dict], have: dict[str, set[int]] | None = None):
+    """Per-epoch metrics of ``records``, leaving out the (metric, epoch) points in ``have``."""
     from mlflow.entities import Metric
-    now = int(time.time() * 1000)
-    return [Metric(k, float(r[k]), now, int(r["epoch"])) for r in records if int(r["epoch"]) not in skip_steps
-            for k in EPOCH_METRICS if r.get(k) is not None]
+    now, have = int(time.time() * 1000), have or {}
+    return [Metric(k, float(r[k]), now, int(r["epoch"])) for r in records for k in EPOCH_METRICS
+            if r.get(k) is not None and int(r["epoch"]) not in have.get(k, ())]
 
 
 def _log_metrics(c, run_id: str, metrics: list) -> None:
@@ -204,13 +211,14 @@ class RunTracker:
             if existing is not None:
                 self.run_id = existing.info.run_id
                 c.update_run(self.run_id, status="RUNNING")
+                c.set_tag(self.run_id, STATUS_TAG, RUNNING)  # resumed: no longer failed / interrupted
             else:
                 exp_id = ensure_experiment(self.uri, self.experiment)
                 tags = {k: str(self.run[k]) for k in RUN_TAGS}
                 from .models import parse_model
                 tags.update({"model": parse_model(self.run["model"]).label, HASH_TAG: self.hash,
                              STATUS_TAG: "running", COMMIT_TAG: git_commit or "unknown"})
-                tags.update(view_tags(self.run, self.protocol))
+                tags.update(view_tags(self.run, self.protocol))  # the description, tables, protocol_hash
                 self.run_id = c.create_run(exp_id, run_name=run_name(self.run), tags=tags).info.run_id
                 from mlflow.entities import Param
                 c.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in self.params.items()])
@@ -268,7 +276,7 @@ def view_tags(run: dict, protocol: dict) -> dict:
     tables it feeds and its protocol's hash."""
     from .analysis.tables import tables_of  # the one place that knows which table columns a run fills
     return {NOTE_TAG: describe_run(run, protocol), TABLES_TAG: ",".join(tables_of(run["model"], run.get("freeze", "none"))),
-            PROTOCOL_HASH_TAG: protocol_hash(protocol)}
+            PROTOCOL_TAG: protocol_hash(protocol)}
 
 
 def describe_model(label: str) -> str:
@@ -416,7 +424,9 @@ def require_write_access(uri: str | None, experiment: str = DEFAULT_EXPERIMENT) 
 
 
 def log_missing_epochs(c, run_id: str, history: list[dict]) -> None:
-    have = {m.step for m in c.get_metric_history(run_id, VAL_METRIC)}
+    """Log the (metric, epoch) points of ``history`` the run lacks, each metric checked on its own: a diverged
+    epoch has a train_loss but no val_error, and must still be logged exactly once."""
+    have = {k: {m.step for m in c.get_metric_history(run_id, k)} for k in EPOCH_METRICS}
     _log_metrics(c, run_id, _metrics(history, have))
 
 
@@ -430,7 +440,7 @@ def finish_run(c, run_id: str, result: dict, out_dir: Path) -> bool:
         if (Path(out_dir) / name).exists():
             c.log_artifact(run_id, str(Path(out_dir) / name))
     c.set_tag(run_id, STATUS_TAG, result["status"])
-    c.set_terminated(run_id, status="FAILED" if result["status"] == "failed" else "FINISHED")
+    c.set_terminated(run_id, status=MLFLOW_STATUS.get(result["status"], "FINISHED"))
     return True
 
 
@@ -444,7 +454,7 @@ def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFA
         raise RuntimeError(f"tracking server {resolve_uri(uri)} unreachable")
     for path in sorted(Path(output_root).rglob(RUN_DIR_FILE)):
         result = json.loads(path.read_text())
-        if result.get("status") not in DONE + ("failed",):
+        if result.get("status") not in (*DONE, FAILED, INTERRUPTED):
             continue
         tracker = RunTracker(uri, experiment, result["run"], result["protocol"], result.get("config", {}))
         found = tracker.existing()

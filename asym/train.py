@@ -9,9 +9,12 @@ member gets a ``result.json``, also when the job fails. The network work is the 
 from __future__ import annotations
 
 import json
+import contextlib
 import math
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +29,7 @@ from .files import write_atomic, write_json
 from .protocol import PROCEDURES, Protocol, RunSpec  # noqa: F401  (re-exported: the trainer's vocabulary)
 
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
+INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM; the checkpoint of its last finished epoch resumes it
 BEST_ERROR, BEST_EPOCH = "best_val_error", "best_epoch"  # a run's number (GUIDE item 7), in result.json and MLflow
 
 
@@ -78,6 +82,57 @@ def make_result(run: RunSpec, proto: Protocol, history: list[dict], status: str,
     return {"run": asdict(run), "protocol": asdict(proto), "config": config or {}, "status": status,
             BEST_ERROR: best, BEST_EPOCH: best_epoch, "epochs": history, "timings": timings,
             "error": error, "version": __version__, "git_commit": git_commit()}
+
+
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM (``scancel``, a time limit) arrived during a job: stop, keep the last epoch.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` records it as a failure."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # SIGUSR2 (preemption) stays submitit's: it requeues the job
+
+
+class StopSignals:
+    """While active, SIGINT/SIGTERM raise ``Interrupted`` in the main thread — at once, except inside
+    ``deferred()`` (an epoch being committed: checkpoint and tracking), where they wait for its end."""
+
+    def __init__(self):
+        self.deferring, self.pending, self.previous = False, None, {}
+
+    def _handle(self, signum, frame):
+        if self.deferring:
+            self.pending = signum
+        else:
+            raise Interrupted(signum)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            for sig in STOP_SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending is not None:
+            raise Interrupted(self.pending)
 
 
 class Checkpoint:
@@ -150,6 +205,8 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
     the checkpoint (atomic), then ``on_epoch(k, record)`` for each member k that trained it (each epoch once,
     also across a resume). At the end, or when anything raises, each member's ``result.json`` (atomic) in
     ``out_dirs[k]``, with every epoch it finished. Raises ValueError for runs that cannot share a job.
+    SIGINT/SIGTERM raise ``Interrupted`` (status ``interrupted``; the epoch in progress is dropped, the
+    checkpoint of the last finished one is kept, and calling ``train`` again resumes from it).
     """
     for r in runs:
         r.validate()
@@ -158,7 +215,9 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
     t0 = time.time()
     timings = {"started": t0, "resumed_from_epoch": None, **({"group_size": n} if n > 1 else {})}
     state = progress = None
+    stop = StopSignals()
     try:
+        stop.__enter__()
         device = torch.device(device)
         torch.manual_seed(runs[0].seed)
         data = data.to(device)
@@ -171,15 +230,17 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         progress = Progress(proto.epochs, state.epoch, title)
 
         def commit(records: dict[int, dict]) -> None:
-            """Members' records of one epoch: into their histories, checkpointed, then reported."""
-            for k, rec in records.items():
-                state.histories[k].append(rec)
-                if rec["val_error"] is None:
-                    state.statuses[k] = DIVERGED
-            state.save()
-            for k, rec in records.items():
-                if on_epoch:
-                    on_epoch(k, rec)
+            """Members' records of one epoch: into their histories, checkpointed, then reported (a stop signal
+            waits until this is done, so the checkpoint and the tracker agree)."""
+            with stop.deferred():
+                for k, rec in records.items():
+                    state.histories[k].append(rec)
+                    if rec["val_error"] is None:
+                        state.statuses[k] = DIVERGED
+                state.save()
+                for k, rec in records.items():
+                    if on_epoch:
+                        on_epoch(k, rec)
 
         if not state.histories[0]:  # epoch 0: the untrained net counts (GUIDE item 7)
             engine.calibrate_batchnorm(data.x_train, proto)
@@ -195,14 +256,17 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         timings["seconds"] = time.time() - t0
         results = [make_result(run, proto, state.histories[k], statuses[k], dict(timings), config)
                    for k, run in enumerate(runs)]
-    except Exception as e:  # one failure path: every member keeps the epochs it finished
+    except (Exception, Interrupted) as e:  # one failure path: every member keeps the epochs it finished
         timings["seconds"] = time.time() - t0
         for k, run in enumerate(runs):
             history = state.histories[k] if state is not None else []
+            status = FAILED if isinstance(e, Exception) else INTERRUPTED if state is None or \
+                state.statuses[k] == RUNNING else state.statuses[k]
             write_json(out_dirs[k] / "result.json",
-                       make_result(run, proto, history, FAILED, dict(timings), config, f"{type(e).__name__}: {e}"))
+                       make_result(run, proto, history, status, dict(timings), config, f"{type(e).__name__}: {e}"))
         raise
     finally:
+        stop.__exit__()
         if progress is not None:
             progress.close()
     for out, result in zip(out_dirs, results):
@@ -242,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(a.out_dir)
     outs = [out] if len(runs) == 1 else [out / f"lr{m:g}" for m in mults]
-    for result in train(runs, data, outs, Protocol(epochs=a.epochs, lr_steps=a.lr_steps), checkpoint=out / "checkpoint.pt"):
+    try:
+        results = train(runs, data, outs, Protocol(epochs=a.epochs, lr_steps=a.lr_steps), checkpoint=out / "checkpoint.pt")
+    except Interrupted as e:
+        print(f"{e}; resume with the same command", file=sys.stderr)
+        return e.exit_code
+    for result in results:
         print(json.dumps({k: result[k] for k in ("status", BEST_ERROR, BEST_EPOCH)}))
     return 0
 

@@ -5,15 +5,16 @@ readable name and the paper tables it feeds) plus, once submitted, the scheduler
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
 from asym import data, tracking
-from asym.config import RUN_KEYS, TrainConf, run_spec
+from asym.config import RUN_KEYS, TrainConf, check_config, run_spec
 from asym.files import write_json
 
 PLAN_FILE = "runs.json"
@@ -27,6 +28,20 @@ def _canonical(label: str) -> str:
         return label  # reported by plan(), as one line
 
 
+@functools.lru_cache(maxsize=None)
+def parse(override: str):
+    """One override as Hydra parses it (cached: a sweep of thousands of jobs repeats a few dozen strings)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    return OverridesParser.create().parse_override(override)
+
+
+def job_values(job: list[str]) -> dict[str, Any]:
+    """What a job's overrides set, config key → value, read by Hydra's own parser, never by splitting strings:
+    ``++lr_mult=10`` sets ``lr_mult``, a quoted value loses its quotes, ``\\,`` is a comma. ``~key`` (back to the
+    default) and ``hydra.*`` are left out."""
+    return {o.key_or_group: o.value() for o in map(parse, job) if not o.is_delete() and not o.is_hydra_override()}
+
+
 def select_jobs(jobs: list[list[str]], only_for_models: dict[str, list[str]]) -> list[list[str]]:
     """Hydra's cartesian product minus combinations that do not exist and duplicates; order kept.
 
@@ -36,11 +51,11 @@ def select_jobs(jobs: list[list[str]], only_for_models: dict[str, list[str]]) ->
     allowed = {k: {_canonical(m) for m in v} for k, v in only_for_models.items()}
     seen, out = set(), []
     for job in jobs:
-        kv = dict(o.split("=", 1) for o in job)
-        model = _canonical(kv.get("model", ""))
+        kv = job_values(job)
+        model = _canonical(str(kv.get("model", "")))
         if any(f"{k}={v}" in allowed and model not in allowed[f"{k}={v}"] for k, v in kv.items()):
             continue
-        identity = tuple(sorted({**kv, "model": model}.items()))
+        identity = tuple(sorted((k, repr(v)) for k, v in {**kv, "model": model}.items()))
         if identity not in seen:
             seen.add(identity)
             out.append(job)
@@ -55,26 +70,39 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
     """Every run of the sweep, validated, with its datasets on disk. Raises ValueError, or DatasetMissing naming
     every dataset of the sweep that is missing or incomplete.
 
-    ``job_config(overrides)`` composes one job's config; it is only needed when a job overrides the
-    protocol (``train.*``), since the run keys come straight from the overrides.
+    ``job_config(overrides)`` composes one job's config. The run keys of a job are read from its overrides
+    as Hydra parses them (``job_values``); everything else (the protocol, ``data.*``) from the composed
+    config of the job, composed once per distinct set of the job's other overrides.
     """
     from asym.analysis.tables import tables_of
     base = {k: config[k] for k in RUN_KEYS}
-    protocol = _protocol(config.train)
-    wanted, entries = [], []
+    wanted, entries, composed = [], [], {}
     for num, job in enumerate(jobs):
-        kv = dict(o.split("=", 1) for o in job)
-        run = run_spec(OmegaConf.create({**base, **{k: kv[k] for k in RUN_KEYS if k in kv}}))
-        proto = _protocol(job_config(job).train) if any(k.split(".")[0] == "train" for k in kv) else protocol
-        wanted.append((run.dataset, str(kv.get("data.root", config.data.root)),
-                       str(kv.get("data.download", config.data.download)).lower() == "true", run.seed))
+        kv = job_values(job)
+        rest = tuple(o for o in job if parse(o).key_or_group not in RUN_KEYS and not parse(o).is_hydra_override())
+        if rest not in composed:
+            cfg = job_config(list(rest)) if rest else config
+            check_config(cfg)  # every train.* and other value, before anything runs
+            composed[rest] = (_protocol(cfg.train), cfg.data.root, bool(cfg.data.download))
+        proto, root, download = composed[rest]
+        deleted = {parse(o).key_or_group for o in job if parse(o).is_delete()}
+        run = run_spec(OmegaConf.create({**{k: v for k, v in base.items() if k not in deleted},
+                                         **{k: kv[k] for k in RUN_KEYS if k in kv}}))
+        wanted.append((run.dataset, str(root), download, run.seed))
         fields = asdict(run)
         entries.append({"num": num, "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
                         "config_hash": tracking.config_hash(fields, proto),
+                        "protocol_hash": tracking.protocol_hash(proto),
                         "tables": tables_of(run.model, run.freeze)})
     # every missing or incomplete dataset of the sweep in one message, not the first one found
     data.check_all(wanted, cache=config.data.get("cache"))
     return entries
+
+
+def _number(x: float) -> str:
+    """``10``, ``0.01``: short where that is exact, else Python's round-trip repr."""
+    short = f"{float(x):g}"
+    return short if float(short) == float(x) else repr(float(x))
 
 
 def group_jobs(jobs: list[list[str]], entries: list[dict], default_lr_mult: float) -> list[list[str]]:
@@ -84,10 +112,10 @@ def group_jobs(jobs: list[list[str]], entries: list[dict], default_lr_mult: floa
     """
     groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
-        groups.setdefault(tuple(o for o in job if not o.startswith("lr_mult=")), []).append(i)
+        groups.setdefault(tuple(o for o in job if parse(o).key_or_group != "lr_mult"), []).append(i)
     out = []
     for num, (rest, members) in enumerate(groups.items()):
-        mults = [dict(o.split("=", 1) for o in jobs[i]).get("lr_mult", f"{default_lr_mult:g}") for i in members]
+        mults = [_number(entries[i]["run"]["lr_mult"]) for i in members]  # the planned (parsed) values
         out.append([*rest, f"lr_mults=[{','.join(mults)}]"])
         for i in members:
             entries[i]["num"] = num

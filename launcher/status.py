@@ -17,7 +17,7 @@ from asym import tracking
 from . import plan
 from .progress import text_bar
 
-STATES = ("finished", "diverged", "running", "queued", "failed", "unsynced")
+STATES = ("finished", "diverged", "running", "queued", "interrupted", "failed", "unsynced")
 ACTIVE = ("running", "queued")
 SLURM_QUEUED = ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING")
 SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
@@ -40,6 +40,15 @@ def mlflow_states(uri: str, experiment: str) -> dict[str, str]:
     if df is None:
         return {}
     return {h: s for h, s in zip(df["config_hash"], df["status"]) if isinstance(h, str)}
+
+
+def protocol_counts(uri: str, experiment: str) -> list[tuple[str, str, int]]:
+    """(protocol hash, label, run count) of every protocol in the experiment, most runs first."""
+    from asym.analysis.tables import load_runs, protocols
+    try:
+        return protocols(load_runs(uri, experiment))
+    except LookupError:
+        return []
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
@@ -68,6 +77,8 @@ def classify(mlflow: str | None, scheduler: str | None) -> str:
         return "queued"
     if scheduler in SLURM_RUNNING:
         return "running"
+    if mlflow == tracking.INTERRUPTED:  # stopped by SIGINT/SIGTERM (scancel, a time limit): rerun to resume
+        return "interrupted"
     if scheduler == "COMPLETED":  # the job ended well but MLflow lacks the result: asym-sync uploads it
         return "failed" if mlflow == "failed" else "unsynced"
     if scheduler:  # FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...
@@ -89,22 +100,29 @@ def sweep_status(sweep_dir: Path, uri: str | None = None, experiment: str | None
     return out
 
 
-def report(sweep_dir: Path, runs: list[dict]) -> str:
+def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, int]] = ()) -> str:
     total = Counter(r["state"] for r in runs)
     done = total["finished"] + total["diverged"]
     lines = [f"sweep {sweep_dir}: {len(runs)} runs",
              f"{text_bar(done / max(1, len(runs)))} {done / max(1, len(runs)):4.0%}  {done}/{len(runs)} done", ""]
-    header = f"{'table':<8}{'runs':>6}" + "".join(f"{s:>10}" for s in STATES)
+    header = f"{'table':<8}{'runs':>6}" + "".join(f"{s:>12}" for s in STATES)
     lines.append(header)
     tables = sorted({t for r in runs for t in r["tables"]}) + ["all"]
     for t in tables:
         mine = runs if t == "all" else [r for r in runs if t in r["tables"]]
         c = Counter(r["state"] for r in mine)
-        lines.append(f"{t:<8}{len(mine):>6}" + "".join(f"{c[s]:>10}" for s in STATES))
+        lines.append(f"{t:<8}{len(mine):>6}" + "".join(f"{c[s]:>12}" for s in STATES))
     failed = [r for r in runs if r["state"] == "failed"]
     if failed:
         lines += ["", "failed:"] + [f"  {r['name']}" + (f" (SLURM {r['job_id']}: {r['scheduler_state']})"
                                                           if r.get("scheduler_state") else "") for r in failed]
+    if protocols:
+        mine = Counter(r.get("protocol_hash") for r in runs)
+        lines += ["", "protocols in MLflow (asym-tables --protocol chooses; a table never mixes them):"]
+        lines += [f"  {label:<24}{n:>6} runs" + ("   <- this sweep" if mine.get(h) else "") for h, label, n in protocols]
+    if total["interrupted"]:
+        lines += ["", f"{total['interrupted']} runs were interrupted (SIGINT/SIGTERM): relaunch the sweep to resume "
+                      "them from their last finished epoch"]
     if total["unsynced"]:
         lines += ["", f"{total['unsynced']} runs finished but are not in MLflow yet: run asym-sync"]
     return "\n".join(lines)
@@ -124,7 +142,9 @@ def main(argv: list[str] | None = None) -> None:
         sweep_dir = find_sweep(a.target)
         while True:
             runs = sweep_status(sweep_dir, a.tracking_uri, a.experiment)
-            print(report(sweep_dir, runs), flush=True)
+            doc = plan.read(sweep_dir)
+            print(report(sweep_dir, runs, protocol_counts(a.tracking_uri or doc["tracking_uri"],
+                                                          a.experiment or doc["experiment"])), flush=True)
             if not a.watch or not any(r["state"] in ACTIVE for r in runs):
                 break
             time.sleep(a.watch)

@@ -1,7 +1,10 @@
 """Tables 2–5 from a real MLflow SQLite store of runs with known metrics: cells, highlighting, comparison, output."""
 import math
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 from dataclasses import asdict
 
 import numpy as np
@@ -18,14 +21,15 @@ MULTS = (100, 10, 1, 0.1, 0.01)
 PROTOCOL = asdict(Protocol(epochs=3, lr_steps=[2]))
 
 
-def log_run(uri, model, dataset, lr_mult, best, status="finished", procedure="standard", seed=0, freeze="none"):
+def log_run(uri, model, dataset, lr_mult, best, status="finished", procedure="standard", seed=0, freeze="none",
+            protocol=PROTOCOL):
     """One run through the schema's own writer: epochs 0..3 whose minimum is ``best``."""
     history = [best + 50, best + 1, best, best + 0.5] if status != "diverged" else [best, None]
     epochs = [{"epoch": e, "val_error": v, "train_error": v, "train_loss": 1.0, "lr": 1e-3}
               for e, v in enumerate(history)]
     run = {"model": model, "dataset": dataset, "lr_mult": lr_mult, "freeze": freeze, "procedure": procedure,
            "seed": seed}
-    t = tracking.RunTracker(uri, tracking.DEFAULT_EXPERIMENT, run, PROTOCOL, {"model": model})
+    t = tracking.RunTracker(uri, tracking.DEFAULT_EXPERIMENT, run, protocol, {"model": model})
     t.start(None, "test")
     for rec in epochs:
         if rec["val_error"] is not None:
@@ -211,3 +215,127 @@ def test_cli_empty_or_unreachable_store(tmp_path, uri, message):
 def test_cli_unknown_table_is_one_line_exit_2(store):
     res = cli("asym-tables", "--table", "7", "--tracking-uri", store)
     assert res.returncode == 2 and "no table '7'" in res.stderr
+
+
+@pytest.mark.slow
+def test_one_protocol_per_table(tmp_path):
+    """A store with the demo protocol (SGD/BN on digits, 2 runs) and a shorter look (SGD/BN/BM, 6 runs, better
+    numbers): a cell never mixes them; the default is the protocol with the most runs, --protocol chooses by
+    name or hash prefix and the header says which; the tables printed at a sweep's end use that sweep's
+    protocol; asym-status lists the protocols with their run counts."""
+    from asym.config import train_option
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    demo = asdict(train_option("demo"))
+    look = {**demo, "epochs": 1}
+    for model, best in (("SGD", 20.0), ("BN", 22.0)):
+        log_run(uri, model, "digits", 10, best, protocol=demo)
+    for model, best in (("SGD", 5.0), ("BN", 6.0), ("BM", 7.0)):
+        for m in (10, 1):
+            log_run(uri, model, "digits", m, best + m, protocol=look)
+    short, named = tracking.protocol_hash(look), tracking.protocol_hash(demo)
+
+    def table(*args):
+        res = cli("asym-tables", "--table", "2", "--format", "csv", "--tracking-uri", uri, *args)
+        assert res.returncode == 0, res.stderr
+        df = pd.read_csv(pd.io.common.StringIO(res.stdout))
+        return df.set_index("model")["error"].dropna().to_dict(), set(df["protocol"])
+    assert table() == ({"SGD": 6.0, "BN": 7.0, "BM": 8.0}, {short[:8]})          # most runs
+    assert table("--protocol", "demo") == ({"SGD": 20.0, "BN": 22.0}, {f"demo ({named[:8]})"})
+    assert table("--protocol", short[:6])[0] == {"SGD": 6.0, "BN": 7.0, "BM": 8.0}
+    res = cli("asym-tables", "--table", "2", "--tracking-uri", uri, "--protocol", "demo", "--color", "never")
+    assert res.returncode == 0 and res.stdout.startswith(f"protocol demo ({named[:8]}): 2 runs; also in this store: "
+                                                         f"{short[:8]} (6 runs)"), res.stdout
+    assert f"Table 2 — Exp. A: sign-concordant feedback [protocol demo ({named[:8]})]" in res.stdout
+    bad = cli("asym-tables", "--tracking-uri", uri, "--protocol", "paper")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: no protocol 'paper'") and \
+        len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    res = cli("asym-report", "--out", str(tmp_path / "r.html"), "--tracking-uri", uri, "--protocol", "demo")
+    assert res.returncode == 0, res.stderr
+    assert f"protocol demo ({named[:8]}): 2 runs" in (tmp_path / "r.html").read_text()
+
+    # a sweep of yet another protocol (1 run): its own tables at the end, not the store's biggest protocol
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    sweep = subprocess.run(["asym-train", "-m", "model=SGD", "dataset=digits", "lr_mult=100", "train=demo",
+                            "train.epochs=2", "tables=[2]", f"tracking.uri={uri}", f"output_root={tmp_path}/runs"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    mine = tracking.protocol_hash({**demo, "epochs": 2})
+    assert f"protocol {mine[:8]}: 1 runs; also in this store: {short[:8]} (6 runs), demo ({named[:8]}) (2 runs)" \
+        in sweep.stdout, sweep.stdout
+    best = tracking.runs_table(uri).set_index("protocol_hash").loc[mine, "best_val_error"]
+    digits_row = next(line for line in sweep.stdout.splitlines() if line.startswith("Digits"))
+    assert digits_row.split()[1:4] == [f"{best:.2f}", "—", "—"]  # SGD from this sweep; BM, BN not in its protocol
+    status = cli("asym-status", str(tmp_path / "runs"))
+    assert status.returncode == 0, status.stderr
+    assert f"{short[:8]}" in status.stdout and "6 runs" in status.stdout and f"demo ({named[:8]})" in status.stdout
+    assert any(line.strip().startswith(mine[:8]) and "1 runs" in line and "this sweep" in line
+               for line in status.stdout.splitlines()), status.stdout
+
+
+ODD_NAMES = ["we&ird%na#me_$x{y}~z^w\\q<b>", "my|set <i>x 100%"]  # no "/": a file name
+
+
+def unescaped(text: str, ch: str) -> int:
+    """How many times ``ch`` occurs in ``text`` not preceded by a backslash."""
+    import re
+    return len(re.findall(r"(?<!\\)" + re.escape(ch), text))
+
+
+def test_user_names_are_text_in_every_renderer(tmp_path):
+    """A folder:/npz: dataset named with & % # _ $ { } ~ ^ \\ | <…>: its row is its short readable name (the
+    file or folder stem, as in its MLflow run name) and stays literal text in LaTeX, HTML, Markdown and figures."""
+    from html.parser import HTMLParser
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    datasets = [f"npz:/data/{ODD_NAMES[0]}.npz", f"folder:/data/{ODD_NAMES[1]}"]
+    for d in datasets:
+        for model, best in (("SGD", 10.0), ("BN", 20.0)):
+            log_run(uri, model, d, 1, best)
+    runs = load_runs(uri)
+    assert set(runs["row"]) == set(ODD_NAMES)
+    for d, name in zip(datasets, ODD_NAMES):
+        run = {"model": "SGD", "dataset": d, "lr_mult": 1.0, "freeze": "none", "procedure": "standard", "seed": 0}
+        assert tracking.run_name(run) == f"{name} · SGD · lr×1"
+    t2 = build(TABLES["2"], runs)
+    ncols = t2.value.shape[1]
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.text, self.tags = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+        def handle_data(self, data):
+            self.text.append(data)
+    page = Cells()
+    page.feed(render.html_page("t", render.html(t2, compare_paper=True)))
+    assert not {"b", "i"} & set(page.tags), "a dataset name became markup"
+    for name in ODD_NAMES:
+        assert name in [t.strip() for t in page.text], name
+
+    md = render.markdown(t2)
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "10.00" in line]
+    assert len(rows) == 2 and all(unescaped(line, "|") == ncols + 2 for line in rows), rows
+    assert "<b>" not in md and "<i>" not in md
+
+    doc = render.latex_document([render.latex(t2, compare_paper=True)])
+    body = [line for line in doc.splitlines() if "10.00" in line]
+    assert len(body) == 2
+    for line in body:
+        assert unescaped(line, "&") == ncols and unescaped(line, "%") == 0 and unescaped(line, "#") == 0, line
+        assert unescaped(line, "{") == unescaped(line, "}"), line
+    engine = shutil.which("pdflatex")
+    if engine:  # CI installs Debian's texlive where it can
+        (tmp_path / "t.tex").write_text(doc)
+        res = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout[-2000:]
+        pdftotext = shutil.which("pdftotext")
+        if pdftotext:
+            text = subprocess.run([pdftotext, "t.pdf", "-"], cwd=tmp_path, capture_output=True, text=True).stdout
+            assert "100%" in text and "we&ird%na#me" in text
+
+    paths = figures.learning_curves(uri, tracking.DEFAULT_EXPERIMENT, runs, ODD_NAMES[0], None, tmp_path)
+    paths += figures.difference_heatmap(t2, tmp_path)
+    assert len(paths) == 4 and all(p.exists() and p.parent == tmp_path for p in paths)

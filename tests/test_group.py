@@ -122,10 +122,11 @@ def test_members_must_differ_only_in_lr(digits, tmp_path):
 
 
 def test_group_jobs_renumber_the_plan():
-    jobs = [["model=SGD", "lr_mult=10"], ["model=SGD", "lr_mult=1"], ["model=BN", "lr_mult=10"]]
-    entries = [{"num": i} for i in range(3)]
-    assert plan.group_jobs(jobs, entries, 1.0) == [["model=SGD", "lr_mults=[10,1]"], ["model=BN", "lr_mults=[10]"]]
-    assert [e["num"] for e in entries] == [0, 0, 1]
+    jobs = [["model=SGD", "lr_mult=10"], ["model=SGD", "++lr_mult=1"], ["model=BN", "lr_mult=10"],
+            ["model=BN", "+lr_mult=0.1"]]
+    entries = [{"num": i, "run": {"lr_mult": m}} for i, m in enumerate([10.0, 1.0, 10.0, 0.1])]
+    assert plan.group_jobs(jobs, entries, 1.0) == [["model=SGD", "lr_mults=[10,1]"], ["model=BN", "lr_mults=[10,0.1]"]]
+    assert [e["num"] for e in entries] == [0, 0, 1, 1]
 
 
 @pytest.mark.slow

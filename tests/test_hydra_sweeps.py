@@ -12,7 +12,7 @@ from asym import tracking
 from asym.data import PAPER_DATASETS
 from asym.models import parse_model
 from asym.protocol import CLAMPED_MODELS, LR_MULTIPLIERS, TWO_PROCEDURE_MODELS, procedures_for
-from asym.launcher.plan import select_jobs
+from asym.launcher.plan import job_values, select_jobs
 
 TABLES = {"table2": 11 * 75 + 75, "table3": 11 * 75, "table4_c1": 8 * 75, "table4_c2": 4 * 2 * 75, "table5": 8 * 75}
 
@@ -24,7 +24,7 @@ def sweep_jobs(name: str, *overrides: str) -> list[dict]:
     sweeper = cfg.hydra.sweeper
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
     jobs = select_jobs(BasicSweeper.split_arguments(parsed, None)[0], dict(sweeper.only_for_models))
-    return [dict(o.split("=", 1) for o in job) for job in jobs]
+    return [job_values(job) for job in jobs]
 
 
 def identity(job: dict) -> tuple:
@@ -173,3 +173,116 @@ def test_missing_dataset_stops_a_sweep_before_any_run(tmp_path):
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "dataset 'mnist' not found" in res.stderr
     assert "dataset 'timit80' not found" in res.stderr and "asym-data status" in res.stderr  # all of them, at once
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def tiny_npz(path, seed=0):
+    """A small real .npz dataset (x_train y_train x_test y_test) of three separable classes."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    y = np.arange(120) % 3
+    x = rng.normal(size=(120, 12)).astype("float32") + 3 * np.eye(3, 12, dtype="float32")[y]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
+    return path
+
+
+@pytest.mark.slow
+def test_sweep_plan_is_hydras_parse_and_matches_mlflow(tmp_path):
+    """Hydra's grammar, not string splits: a quoted value with a space, '=', ',' and '+'; an escaped comma;
+    ``++key=`` sweeps; ``choice(…)``. Every job's hash in runs.json is the config_hash of the MLflow run it made,
+    and every planned run is distinct."""
+    import json
+    odd = tiny_npz(tmp_path / "data" / "my data=1,+x.npz")
+    comma = tiny_npz(tmp_path / "data" / "a,b.npz", seed=1)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    escaped = str(comma).replace(",", "\\,")
+    res = asym_train(tmp_path, "-m", "model=SGD", f"dataset='npz:{odd}',npz:{escaped}", "++lr_mult=1,10",
+                     "++seed=choice(0,1)", "train=demo", "train.epochs=1", f"tracking.uri={uri}",
+                     f"output_root={tmp_path}/runs", "hydra.sweep.dir=sweep")
+    assert res.returncode == 0, res.stderr[-3000:]
+    planned = json.loads((tmp_path / "sweep" / "runs.json").read_text())["runs"]
+    assert len(planned) == 8 and len({e["config_hash"] for e in planned}) == 8 and len({e["name"] for e in planned}) == 8
+    assert {e["run"]["dataset"] for e in planned} == {f"npz:{odd}", f"npz:{comma}"}
+    assert {(e["run"]["lr_mult"], e["run"]["seed"]) for e in planned} == {(1.0, 0), (1.0, 1), (10.0, 0), (10.0, 1)}
+    df = tracking.runs_frame(uri)
+    assert len(df) == 8 and set(df["tags.status"]) == {"finished"}
+    by_hash = {h: (d, m, s) for h, d, m, s in zip(df["tags.config_hash"], df["tags.dataset"], df["tags.lr_mult"],
+                                                   df["tags.seed"])}
+    for e in planned:
+        assert e["config_hash"] in by_hash, f"the plan's hash of {e['name']} is no MLflow run's"
+        assert by_hash[e["config_hash"]] == (e["run"]["dataset"], str(e["run"]["lr_mult"]), str(e["run"]["seed"]))
+    assert set(df["tags.mlflow.runName"]) == {e["name"] for e in planned}
+    assert {n.split(" · ")[0] for n in df["tags.mlflow.runName"]} == {"my data=1,+x", "a,b"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["+seed=0,1"], "'+seed' adds a key the config already has"),
+    (["++lr_mult=-1,1"], "lr_mult must be a positive number"),
+])
+@pytest.mark.slow
+def test_add_prefixes_are_checked_like_plain_overrides(tmp_path, args, message):
+    res = asym_train(tmp_path, "-m", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                     f"output_root={tmp_path}/runs", timeout=120)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=local", "hydra.launcher.workers=2"]], ids=["basic", "local"])
+def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher):
+    """hydra.job.chdir=true: data (a relative npz: path), output_root, the sqlite URI and MLflow's artifacts all
+    resolve against the launch directory; a relaunch creates no run; asym-tables there finds every run."""
+    import os
+    tiny_npz(tmp_path / "data" / "mine.npz")
+    args = ["-m", "model=SGD,BN", "dataset=npz:data/mine.npz", "lr_mult=10", "train=demo", "train.epochs=1",
+            "tracking.uri=sqlite:///mlflow.db", "output_root=runs", "hydra.job.chdir=true", *launcher]
+    first = asym_train(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    df = tracking.runs_frame(uri)
+    assert df is not None and len(df) == 2 and set(df["tags.status"]) == {"finished"}
+    assert all(u.removeprefix("file://").startswith(f"{tmp_path}/mlruns/") for u in df["artifact_uri"]), list(df["artifact_uri"])
+    strays = [p for p in (tmp_path / "runs" / "logs").rglob("*") if p.name in ("mlflow.db", "mlruns", "runs")]
+    assert not strays, strays
+    checkpoints = sorted((tmp_path / "runs").rglob("checkpoint.pt"))
+    assert len(checkpoints) == 2 and all(p.parent.parent.parent.parent == tmp_path / "runs" for p in checkpoints)
+    mtimes = [p.stat().st_mtime_ns for p in checkpoints]
+    again = asym_train(tmp_path, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(tracking.runs_frame(uri)) == 2, "the relaunch created runs"
+    assert [p.stat().st_mtime_ns for p in checkpoints] == mtimes, "the relaunch retrained a finished run"
+    tables = subprocess.run(["asym-tables", "--table", "2", "--format", "csv"], cwd=tmp_path, capture_output=True,
+                            text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    assert tables.returncode == 0, tables.stderr
+    rows = [line.split(",") for line in tables.stdout.splitlines() if line.startswith("2,mine,")]
+    assert {r[2] for r in rows if r[3]} == {"SGD", "BN"}, tables.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train.batch_size=0"], "train.batch_size must be a positive integer, got 0"),
+    (["train=demo", "train.epochs=0"], "train.epochs must be a positive integer, got 0"),
+    (["train.lr_steps=[60,50]"], "train.lr_steps must be strictly increasing positive epochs"),
+    (["train.lr_steps=[0]"], "train.lr_steps must be strictly increasing positive epochs"),
+    (["train.bn_alpha=0"], "train.bn_alpha must be in (0, 1]"),
+    (["train.bn_alpha=1.5"], "train.bn_alpha must be in (0, 1]"),
+    (["train.bn_batches=0"], "train.bn_batches must be a positive integer"),
+    (["train.large_batch_size=-5"], "train.large_batch_size must be a positive integer"),
+    (["train.base_lr=0"], "train.base_lr must be a positive number"),
+    (["train.momentum=1"], "train.momentum must be in [0, 1)"),
+    (["train.threads=-1"], "train.threads must be an integer ≥ 0"),
+    (["train.device=gpu"], "train.device must be auto, cpu, cuda, cuda:N or mps"),
+])
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["run", "multirun"])
+def test_bad_protocol_values_fail_before_anything_runs(tmp_path, args, message, mode):
+    """One error line, exit 2, no MLflow run, no run directory (batch_size=0 used to leave a FAILED run and a
+    trace; epochs=0 'finished' a run that trained nothing)."""
+    sweep = ["-m", "model=SGD,BN"] if mode == "multirun" else []
+    res = asym_train(tmp_path, *sweep, "dataset=digits", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                     f"output_root={tmp_path}/runs", timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()

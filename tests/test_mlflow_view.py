@@ -45,7 +45,7 @@ def test_tables_and_protocol_tags():
     assert tags[tracking.TABLES_TAG] == "3"
     assert tracking.view_tags({"model": "SGD", "freeze": "none"}, paper)[tracking.TABLES_TAG] == "2,3,4c1,5"
     assert tracking.view_tags({"model": "SGD", "freeze": "top"}, paper)[tracking.TABLES_TAG] == "4c2"
-    assert tags[tracking.PROTOCOL_HASH_TAG] == tracking.protocol_hash(paper) != tracking.protocol_hash(demo)
+    assert tags[tracking.PROTOCOL_TAG] == tracking.protocol_hash(paper) != tracking.protocol_hash(demo)
     clamped = tracking.describe_run({"model": "SGD", "freeze": "bottom", "procedure": "standard"}, paper)
     assert clamped.endswith("clamped: last layer frozen at its random init")
     large = tracking.describe_run({"model": "uSF+BM", "freeze": "none", "procedure": "large_batch"}, paper)
@@ -76,7 +76,7 @@ def test_runs_carry_dataset_description_tables_and_system_metrics(mlflow_server,
         assert (ds.name, ds.digest, ds.source_type) == ("digits", digest, "code"), name
         assert "sklearn.datasets.load_digits" in ds.source
         assert run.data.tags[tracking.NOTE_TAG] == tracking.describe_model(run.data.tags["model"])
-        assert run.data.tags[tracking.PROTOCOL_HASH_TAG] == tracking.protocol_hash(
+        assert run.data.tags[tracking.PROTOCOL_TAG] == tracking.protocol_hash(
             {**asdict(Protocol()), "epochs": 2 if "uSF" in name else 1, **demo_protocol_overrides()})
     assert runs["Digits · uSF+BN+BM · lr×1"].data.tags[tracking.TABLES_TAG] == "2,4c1,5"
     assert runs["Digits · SGD · lr×1"].data.tags[tracking.TABLES_TAG] == "2,3,4c1,5"

@@ -14,6 +14,8 @@ from asym.launcher.status import classify
     ("running", "CANCELLED", "failed"), (None, "TIMEOUT", "failed"), (None, "NODE_FAIL", "failed"),
     (None, "OUT_OF_MEMORY", "failed"),
     ("running", None, "running"), ("failed", None, "failed"), (None, None, "queued"),
+    ("interrupted", None, "interrupted"), ("interrupted", "CANCELLED", "interrupted"),   # SIGINT/SIGTERM: honest
+    ("interrupted", "TIMEOUT", "interrupted"), ("interrupted", "REQUEUED", "queued"),   # requeued: resumes
 ])
 def test_classify_combines_mlflow_and_the_scheduler(mlflow, scheduler, state):
     assert classify(mlflow, scheduler) == state
@@ -22,7 +24,7 @@ def test_classify_combines_mlflow_and_the_scheduler(mlflow, scheduler, state):
 @pytest.mark.parametrize("statuses,index", [
     ([], None), (["failed"], 0), (["failed", "finished"], 1), (["running", "diverged", "finished"], 2),
     (["failed", "running"], 1), (["diverged", "finished"], 1), (["finished", "finished"], 0),  # newest first
-    ([None, "failed"], 1), ([None, None], 0),
+    ([None, "failed"], 1), ([None, None], 0), (["failed", "interrupted"], 1), (["interrupted", "running"], 1),
 ])
 def test_one_run_stands_for_a_config_hash(statuses, index):
     assert tracking.stands_for(statuses) == index

@@ -78,6 +78,9 @@ class AsymSweeper(BasicSweeper):
                 results = self.launcher.launch(jobs[start:start + size], initial_job_idx=start)
             except LaunchError as e:
                 self._fail(str(e))
+            except KeyboardInterrupt:  # Ctrl-C in the sweep process (its runs record themselves as interrupted)
+                print("asym-train: sweep interrupted; run the same command to resume it", file=sys.stderr)
+                sys.exit(130)
             returns.append(results)
             for job, r in zip(jobs[start:start + size], results):
                 if r.status == JobStatus.FAILED:
@@ -90,7 +93,7 @@ class AsymSweeper(BasicSweeper):
         if queued:
             log.info("%d jobs queued; watch them with: asym-status %s", queued, sweep_dir)
         elif all(r._return_value != DRY_RUN for batch in returns for r in batch):
-            self._print_tables()
+            self._print_tables(entries)
         if failed:
             for job, err in failed:
                 log.error("failed: %s: %s", job, str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -123,8 +126,11 @@ class AsymSweeper(BasicSweeper):
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
-    def _print_tables(self) -> None:
+    def _print_tables(self, entries: List[dict]) -> None:
         tables = list(self.config.get("tables") or [])
         if tables:
+            from collections import Counter
+
             from asym.analysis.render import print_sweep_tables
-            print_sweep_tables(self.config, tables)
+            mine = Counter(e["protocol_hash"] for e in entries).most_common(1)  # this sweep's protocol
+            print_sweep_tables(self.config, tables, mine[0][0] if mine else None)
