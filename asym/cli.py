@@ -195,7 +195,8 @@ def run_one(cfg: DictConfig) -> list[dict]:
                                 config=flat_params(cfg), title=members[0].name if len(members) == 1 else None)
     except trainer.Interrupted:
         for m in members:  # KILLED in MLflow with status=interrupted; the same command resumes it
-            finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
+            if (m.out_dir / "result.json").exists():
+                finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
         raise
     except Exception as e:
         for m in members:  # each member's failed record, with the epochs it finished

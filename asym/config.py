@@ -71,6 +71,14 @@ def check_config(cfg: Any) -> None:
 
     The run keys (``run_spec``), every ``train.*`` value (``Protocol.validate``, ``device``, ``threads``),
     ``engine`` and ``lr_mults``, and the paths and names that must not be empty."""
+    from omegaconf.errors import OmegaConfBaseException
+    try:
+        _check_config(cfg)
+    except OmegaConfBaseException as e:  # e.g. an interpolation that does not resolve: one line, not a trace
+        raise ValueError(str(e).splitlines()[0]) from None
+
+
+def _check_config(cfg: Any) -> None:
     import torch
     run_spec(cfg)
     train = TrainConf(**OmegaConf.to_container(cfg.train, resolve=True))

@@ -111,7 +111,7 @@ def find_runs(c, experiment_id: str, config_hash_value: str | None = None) -> li
 
 def stands_for(statuses: list[str | None]) -> int | None:
     """Which of the runs carrying one config hash stands for it (skip-done, status, tables, the local pool):
-    the index of the first finished one, else diverged, else running, else failed, else the first.
+    the index of the first finished one, else diverged, else running, else interrupted, else failed, else the first (``PREFERENCE``).
     ``statuses`` are their status tags in MLflow's order (newest first). None if there is no run."""
     rank = {s: i for i, s in enumerate(PREFERENCE)}
     return min(range(len(statuses)), key=lambda i: (rank.get(statuses[i], len(rank)), i)) if statuses else None
@@ -139,7 +139,7 @@ def mark_failed(uri: str, experiment: str, config_hash_value: str) -> None:
     runs = find_runs(c, exp.experiment_id, config_hash_value) if exp else []
     i = stands_for([r.data.tags.get(STATUS_TAG) for r in runs])
     if i is not None and runs[i].data.tags.get(STATUS_TAG) not in (*DONE, INTERRUPTED):  # those ended themselves
-        c.set_tag(runs[i].info.run_id, STATUS_TAG, "failed")
+        c.set_tag(runs[i].info.run_id, STATUS_TAG, FAILED)
         c.set_terminated(runs[i].info.run_id, status="FAILED")
 
 

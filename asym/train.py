@@ -8,8 +8,8 @@ member gets a ``result.json``, also when the job fails. The network work is the 
 """
 from __future__ import annotations
 
-import json
 import contextlib
+import json
 import math
 import signal
 import subprocess
@@ -257,11 +257,13 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         results = [make_result(run, proto, state.histories[k], statuses[k], dict(timings), config)
                    for k, run in enumerate(runs)]
     except (Exception, Interrupted) as e:  # one failure path: every member keeps the epochs it finished
+        stop.deferring = True  # a second Ctrl-C must not cut the records short
         timings["seconds"] = time.time() - t0
+        # every member, a diverged one too, is left to rerun: the job resumes whole from its checkpoint,
+        # which restores each member's own status
+        status = FAILED if isinstance(e, Exception) else INTERRUPTED
         for k, run in enumerate(runs):
             history = state.histories[k] if state is not None else []
-            status = FAILED if isinstance(e, Exception) else INTERRUPTED if state is None or \
-                state.statuses[k] == RUNNING else state.statuses[k]
             write_json(out_dirs[k] / "result.json",
                        make_result(run, proto, history, status, dict(timings), config, f"{type(e).__name__}: {e}"))
         raise

@@ -273,6 +273,7 @@ def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher)
     (["train.momentum=1"], "train.momentum must be in [0, 1)"),
     (["train.threads=-1"], "train.threads must be an integer ≥ 0"),
     (["train.device=gpu"], "train.device must be auto, cpu, cuda, cuda:N or mps"),
+    (["train.epochs=${nope}"], "Interpolation key 'nope' not found"),
 ])
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["run", "multirun"])

@@ -136,3 +136,34 @@ def test_interrupt_ends_killed_and_the_same_command_resumes_identically(tmp_path
     assert final["epochs"] == ref_result["epochs"]
     assert histories(uri, run["run_id"]) == histories(ref_uri, ref_run["run_id"])
     assert_one_point_per_epoch(uri, run["run_id"], final["epochs"])  # resumed
+
+
+def test_an_interrupted_run_group_with_a_diverged_member_resumes_whole_and_identically(tmp_path):
+    """engine=group with a member that diverged before SIGTERM: the rerun resumes the whole group from its
+    checkpoint (it used to drop the diverged member, miss the group checkpoint and restart the rest from
+    epoch 0, logging every epoch twice)."""
+    args = ["-m", "model=SGD", "dataset=digits", "lr_mult=1e36,10", "engine=group", "train=demo", "train.epochs=6"]
+    ref = asym(tmp_path, "asym-train", *args, *store(tmp_path, "ref"))
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    rc, err = start_and_signal(tmp_path, signal.SIGTERM, [*args, *store(tmp_path, "cut")])
+    assert rc == 143, err[-3000:]
+    again = asym(tmp_path, "asym-train", *args, *store(tmp_path, "cut"))
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    def members(name):
+        uri = f"sqlite:///{tmp_path}/{name}.db"
+        df = tracking.runs_frame(uri)
+        results = {json.loads(p.read_text())["run"]["lr_mult"]: json.loads(p.read_text())
+                   for p in (tmp_path / name).rglob("result.json")}
+        return uri, {float(m): (rid, results[float(m)]) for m, rid in zip(df["tags.lr_mult"], df["run_id"])}
+
+    ref_uri, ref_runs = members("ref")
+    cut_uri, cut_runs = members("cut")
+    assert sorted(ref_runs) == sorted(cut_runs) == [10.0, 1e36]
+    assert {r["status"] for _, r in cut_runs.values()} == {"diverged", "finished"}
+    for mult, (run_id, result) in cut_runs.items():
+        assert result["timings"]["resumed_from_epoch"] is not None, mult
+        assert result["epochs"] == ref_runs[mult][1]["epochs"], mult
+        assert_one_point_per_epoch(cut_uri, run_id, result["epochs"])
+        nan_equal = lambda h: {k: [(step, repr(v)) for step, v in points] for k, points in h.items()}  # nan == nan
+        assert nan_equal(histories(cut_uri, run_id)) == nan_equal(histories(ref_uri, ref_runs[mult][0]))
