@@ -111,8 +111,8 @@ def find_runs(c, experiment_id: str, config_hash_value: str | None = None) -> li
 
 def stands_for(statuses: list[str | None]) -> int | None:
     """Which of the runs carrying one config hash stands for it (skip-done, status, tables, the local pool):
-    the index of the first finished one, else diverged, else running, else interrupted, else failed, else the first (``PREFERENCE``).
-    ``statuses`` are their status tags in MLflow's order (newest first). None if there is no run."""
+    the index of the first finished one, else diverged, else running, else interrupted, else failed, else the
+    first (``PREFERENCE``). ``statuses`` are their status tags in MLflow's order (newest first). None if there is no run."""
     rank = {s: i for i, s in enumerate(PREFERENCE)}
     return min(range(len(statuses)), key=lambda i: (rank.get(statuses[i], len(rank)), i)) if statuses else None
 
