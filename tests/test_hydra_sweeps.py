@@ -1,4 +1,6 @@
 """Hydra configs and sweeps: grid sizes, the paper's union, the real ``asym-train -m`` with MLflow, skip-done, bad input."""
+import csv
+import io
 import subprocess
 
 import pytest
@@ -256,8 +258,8 @@ def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher)
     tables = subprocess.run(["asym-tables", "--table", "2", "--format", "csv"], cwd=tmp_path, capture_output=True,
                             text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
     assert tables.returncode == 0, tables.stderr
-    rows = [line.split(",") for line in tables.stdout.splitlines() if line.startswith("2,mine,")]
-    assert {r[2] for r in rows if r[3]} == {"SGD", "BN"}, tables.stdout
+    rows = [r for r in csv.DictReader(io.StringIO(tables.stdout)) if r["table"] == "2" and r["dataset"] == "mine"]
+    assert {r["model"] for r in rows if r["error"]} == {"SGD", "BN"}, tables.stdout
 
 
 @pytest.mark.parametrize("args,message", [
