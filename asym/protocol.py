@@ -7,7 +7,7 @@ tables and validation read them from here (a test checks the sweep files against
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from .models import FREEZE_CHOICES, parse_model
 from .optim import MOMENTUM, WEIGHT_DECAY
@@ -16,6 +16,8 @@ LR_MULTIPLIERS = (100, 10, 1, 0.1, 0.01)       # GUIDE item 6: every model runs 
 PROCEDURES = ("standard", "large_batch")       # large_batch: batch 100 for 3 epochs, then 500 (GUIDE item 8)
 TWO_PROCEDURE_MODELS = ("uSF+BM",)             # the only model the paper runs with both procedures
 CLAMPED_MODELS = ("SGD", "RndF", "RndF+BN+BM", "uSF+BN+BM")  # Exp. C2 (Table 4): run with freeze=bottom|top
+AMP_CHOICES = ("none", "bf16", "fp16")         # train.amp: mixed precision (changes the numbers; none = the paper)
+SELECT_ON_CHOICES = ("test", "val")            # train.select_on: test = the paper's choice of lr and epoch
 
 
 def procedures_for(model: str, freeze: str = "none") -> tuple[str, ...]:
@@ -38,6 +40,16 @@ class Protocol:
     bn_alpha: float = 0.05
     large_batch_size: int = 500
     large_batch_after: int = 3
+    # Options beyond the paper. Each changes the numbers, so each is part of the protocol (and its hash);
+    # at the paper's value it is left out of the hash, so runs logged before the option existed keep theirs.
+    amp: str = "none"           # none | bf16 | fp16 (autocast; fp16 with a GradScaler)
+    select_on: str = "test"     # test: lr and epoch chosen on the test split (the paper); val: on a holdout
+    val_fraction: float = 0.1   # with select_on=val: the stratified share of the training split held out
+
+    def identity(self) -> dict:
+        """What defines this protocol's numbers, as hashed (``asym.tracking.protocol_hash``): every field,
+        less the options beyond the paper at the paper's value (and ``val_fraction`` unless it is used)."""
+        return identity(asdict(self))
 
     def validate(self) -> "Protocol":
         """ValueError naming the first bad value (as ``train.KEY``), before anything runs. ``lr_steps`` must be
@@ -67,6 +79,12 @@ class Protocol:
             raise bad("weight_decay", "a number ≥ 0")
         if not (is_number(self.bn_alpha) and 0 < self.bn_alpha <= 1):
             raise bad("bn_alpha", "in (0, 1]")
+        if self.amp not in AMP_CHOICES:
+            raise bad("amp", "one of " + ", ".join(AMP_CHOICES))
+        if self.select_on not in SELECT_ON_CHOICES:
+            raise bad("select_on", "one of " + ", ".join(SELECT_ON_CHOICES))
+        if not (is_number(self.val_fraction) and 0 < self.val_fraction < 1):
+            raise bad("val_fraction", "in (0, 1)")
         return self
 
     def lr(self, epoch: int, mult: float) -> float:
@@ -77,6 +95,17 @@ class Protocol:
         if procedure == "large_batch" and epoch > self.large_batch_after:
             return self.large_batch_size
         return self.batch_size
+
+
+PAPER_VALUES = {"amp": "none", "select_on": "test"}   # the options beyond the paper, at the paper's value
+
+
+def identity(protocol: dict) -> dict:
+    """``Protocol.identity`` of a protocol given as a dict (a ``result.json``'s, an MLflow run's)."""
+    out = {k: v for k, v in protocol.items() if not (k in PAPER_VALUES and v == PAPER_VALUES[k])}
+    if out.get("select_on", "test") == "test":
+        out.pop("val_fraction", None)
+    return out
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import time
 import weakref
 from pathlib import Path
 
+from .protocol import identity
 from .train import BEST_EPOCH, BEST_ERROR, FAILED, INTERRUPTED, RUNNING
 
 log = logging.getLogger("asym.tracking")
@@ -40,14 +41,14 @@ def config_hash(run: dict, protocol: dict) -> str:
     """Stable hash of what defines a run's numbers (not device, threads, or where it is tracked)."""
     from .models import parse_model
     key = {**{k: run[k] for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
-           "lr_mult": float(run["lr_mult"]), "protocol": {k: protocol[k] for k in sorted(protocol)}}
+           "lr_mult": float(run["lr_mult"]), "protocol": dict(sorted(identity(protocol).items()))}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def protocol_hash(protocol: dict) -> str:
     """Stable hash of a training protocol (``asym.protocol.Protocol`` as a dict): part of ``config_hash``, and
     its own tag, so tables never mix a 5-epoch look with the 65-epoch protocol."""
-    key = {k: protocol[k] for k in sorted(protocol)}
+    key = dict(sorted(identity(protocol).items()))
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

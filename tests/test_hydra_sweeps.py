@@ -276,6 +276,9 @@ def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher)
     (["train.threads=-1"], "train.threads must be an integer ≥ 0"),
     (["train.device=gpu"], "train.device must be auto, cpu, cuda, cuda:N or mps"),
     (["train.epochs=${nope}"], "Interpolation key 'nope' not found"),
+    (["train.amp=fp8"], "train.amp must be one of none, bf16, fp16"),
+    (["train.select_on=train"], "train.select_on must be one of test, val"),
+    (["train.select_on=val", "train.val_fraction=1"], "train.val_fraction must be in (0, 1)"),
 ])
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["run", "multirun"])

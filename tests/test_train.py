@@ -22,6 +22,23 @@ def digits():
     return data.load("digits", cache=os.environ.get("ASYM_CACHE"))
 
 
+def test_options_beyond_the_paper_keep_the_paper_protocols_hash():
+    """Runs logged before ``train.amp``/``select_on``/``val_fraction`` existed keep their hash (skip-done, tables);
+    any other value of them is another protocol. The pinned hashes are those of asym at 3e1bc54."""
+    from dataclasses import asdict, replace
+
+    from asym.config import train_option
+    from asym.tracking import config_hash, protocol_hash
+    paper, demo = train_option("paper"), train_option("demo")
+    assert protocol_hash(asdict(paper)) == "3d4120e66a8be798" and protocol_hash(asdict(demo)) == "3d9870347396a632"
+    run = dict(model="uSF+BN+BM", dataset="digits", lr_mult=10, freeze="none", procedure="standard", seed=0)
+    assert config_hash(run, asdict(paper)) == "2a686555cb807556"
+    assert protocol_hash(asdict(replace(paper, val_fraction=0.3))) == "3d4120e66a8be798"  # unused with select_on=test
+    others = [replace(paper, amp="bf16"), replace(paper, amp="fp16"), replace(paper, select_on="val"),
+              replace(paper, select_on="val", val_fraction=0.2)]
+    assert len({protocol_hash(asdict(p)) for p in [paper, *others]}) == 5
+
+
 def test_lr_schedule_and_large_batch_switch():
     p = Protocol()
     assert [p.lr(e, 10) for e in (1, 50, 51, 60, 61, 65)] == pytest.approx([5e-3, 5e-3, 5e-4, 5e-4, 5e-5, 5e-5])
