@@ -16,7 +16,8 @@ import weakref
 from pathlib import Path
 
 from .protocol import identity
-from .train import BEST_EPOCH, BEST_ERROR, FAILED, INTERRUPTED, RUNNING
+from .train import (BEST_EPOCH, BEST_ERROR, FAILED, INTERRUPTED, RUNNING, SELECTED_EPOCH, SELECTED_ERROR,
+                    SELECTED_HOLDOUT_ERROR)
 
 log = logging.getLogger("asym.tracking")
 
@@ -29,11 +30,12 @@ STATUS_TAG, HASH_TAG, COMMIT_TAG = "status", "config_hash", "git_commit"
 TABLES_TAG = "tables"   # with PROTOCOL_TAG, "Table 3, 65-epoch protocol" is one UI filter
 NOTE_TAG = "mlflow.note.content"   # MLflow's own run description (the UI's "Description")
 SYSTEM_METRICS_PARAM = "tracking.system_metrics"   # the config key that turns MLflow's system metrics on
+SELECT_ON_TAG = "select_on"  # test | val (train.select_on): how a run's number was chosen; tables never mix them
 PROTOCOL_TAG = "protocol_hash"  # runs of one protocol (epochs, schedule, batch…) are the only ones a cell combines
 DONE = ("finished", "diverged")  # a run in one of these states is never trained again
 PREFERENCE = ("finished", "diverged", "running", INTERRUPTED, FAILED)  # which run stands for a hash (stands_for)
 MLFLOW_STATUS = {FAILED: "FAILED", INTERRUPTED: "KILLED"}  # status tag → MLflow's run status (else FINISHED)
-SUMMARY_METRICS = (BEST_ERROR, BEST_EPOCH)
+SUMMARY_METRICS = (BEST_ERROR, BEST_EPOCH, SELECTED_EPOCH, SELECTED_HOLDOUT_ERROR, SELECTED_ERROR)
 RUN_DIR_FILE = "result.json"
 
 
@@ -125,9 +127,10 @@ def runs_table(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     df = runs_frame(uri, experiment)
     if df is None or df.empty:
         return None
-    cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG, PROTOCOL_TAG)}
+    cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG, PROTOCOL_TAG, SELECT_ON_TAG)}
     cols.update({f"metrics.{k}": k for k in SUMMARY_METRICS})
     out = df.reindex(columns=[*cols, "run_id"]).rename(columns=cols).reset_index(drop=True)
+    out[SELECT_ON_TAG] = out[SELECT_ON_TAG].fillna("test")  # runs from before the option: the paper's selection
     keep = [idx[stands_for(list(group["status"]))] for idx, group in
             ((g.index, g) for _, g in out.groupby(out["config_hash"].fillna(out["run_id"]), sort=False))]
     return out.loc[sorted(keep)].reset_index(drop=True)
@@ -277,7 +280,7 @@ def view_tags(run: dict, protocol: dict) -> dict:
     tables it feeds and its protocol's hash."""
     from .analysis.tables import tables_of  # the one place that knows which table columns a run fills
     return {NOTE_TAG: describe_run(run, protocol), TABLES_TAG: ",".join(tables_of(run["model"], run.get("freeze", "none"))),
-            PROTOCOL_TAG: protocol_hash(protocol)}
+            PROTOCOL_TAG: protocol_hash(protocol), SELECT_ON_TAG: protocol.get("select_on", "test")}
 
 
 def describe_model(label: str) -> str:
@@ -435,7 +438,7 @@ def finish_run(c, run_id: str, result: dict, out_dir: Path) -> bool:
     from mlflow.entities import Metric
     log_missing_epochs(c, run_id, result["epochs"])
     now = int(time.time() * 1000)
-    summary = [Metric(k, float(result[k]), now, 0) for k in SUMMARY_METRICS if result[k] is not None]
+    summary = [Metric(k, float(result[k]), now, 0) for k in SUMMARY_METRICS if result.get(k) is not None]
     _log_metrics(c, run_id, summary)
     for name in (RUN_DIR_FILE, "config.yaml"):
         if (Path(out_dir) / name).exists():

@@ -31,6 +31,10 @@ from .protocol import PROCEDURES, Protocol, RunSpec  # noqa: F401  (re-exported:
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
 INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM; the checkpoint of its last finished epoch resumes it
 BEST_ERROR, BEST_EPOCH = "best_val_error", "best_epoch"  # a run's number (GUIDE item 7), in result.json and MLflow
+# With train.select_on=val: the per-epoch error on the held-out part of the training split, and the run's number
+# chosen on it (the epoch of least holdout error, that error, and the test error at that epoch)
+HOLDOUT_ERROR = "holdout_error"
+SELECTED_EPOCH, SELECTED_HOLDOUT_ERROR, SELECTED_ERROR = "selected_epoch", "selected_holdout_error", "selected_error"
 
 
 def run_epoch(engine: Engine, data: TensorData, runs: list[RunSpec], proto: Protocol, epoch: int) -> list[dict]:
