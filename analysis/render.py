@@ -2,7 +2,9 @@
 
 Every renderer shows the same thing: the value to two decimals, ``—`` for a missing cell, ``†`` after a
 cell whose best run diverged, ``*`` after a cell still missing some of its runs, yellow/blue highlighting.
-With ``compare`` the paper's numbers and the difference sit next to ours.
+With several seeds a cell reads ``mean ± std (n)`` and ``?`` marks a colour that is not robust over seeds
+(``Cells.fragile``); one seed reads as the paper's tables do. With ``compare`` the paper's numbers and the
+difference sit next to ours.
 """
 from __future__ import annotations
 
@@ -23,13 +25,26 @@ YELLOW, BLUE = "#ffeb3b", "#64b5f6"
 ANSI = {WORSE: "\033[30;43m", BETTER: "\033[30;46m"}
 RESET = "\033[0m"
 LEGEND = "yellow: ≥ 3 pp worse than SGD; blue: ≥ 3 pp better; — no run; † best run diverged; * some runs missing"
+SEEDS_LEGEND = ("mean ± std (n seeds), coloured by the means; ? the colour is not robust: some seed's cell "
+                "against that seed's SGD takes another colour, or the coloured mean is within 2 standard errors "
+                "of SGD's")
+FRAGILE = "?"
 WIDTH = 120
 
 
-def fmt(value: float, diverged: bool = False, partial: bool = False) -> str:
+def legend(cells: Cells) -> str:
+    return LEGEND + ("; " + SEEDS_LEGEND if cells.multi_seed else "")
+
+
+def fmt(value: float, diverged: bool = False, partial: bool = False, std: float = math.nan, n: int = 1,
+        fragile: bool = False, spread: bool = False) -> str:
+    """``12.34``, or with ``spread`` (a multi-seed table) ``12.34 ± 0.56 (3)``; then the marks ``?†*``."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    return f"{value:.2f}" + ("†" if diverged else "") + ("*" if partial else "")
+    text = f"{value:.2f}"
+    if spread:
+        text += (f" ± {std:.2f}" if n >= 2 else "") + f" ({n})"
+    return text + (FRAGILE if fragile else "") + ("†" if diverged else "") + ("*" if partial else "")
 
 
 def fmt_diff(value: float) -> str:
@@ -37,7 +52,9 @@ def fmt_diff(value: float) -> str:
 
 
 def text_cells(cells: Cells) -> pd.DataFrame:
-    return pd.DataFrame([[fmt(cells.value.iat[i, j], cells.diverged.iat[i, j], cells.partial.iat[i, j])
+    spread, fragile = cells.multi_seed, cells.fragile()
+    return pd.DataFrame([[fmt(cells.value.iat[i, j], cells.diverged.iat[i, j], cells.partial.iat[i, j],
+                              cells.std.iat[i, j], int(cells.n.iat[i, j]), fragile.iat[i, j], spread)
                           for j in range(cells.value.shape[1])] for i in range(cells.value.shape[0])],
                         index=cells.value.index, columns=cells.value.columns)
 
@@ -80,7 +97,7 @@ def terminal(cells: Cells, compare_paper: bool = False, color: bool = True, widt
             lines.append(label.ljust(label_w) + "".join(
                 " " * (col_w[j] - len(vals[j]) - 1) + paint(" " + vals[j], cls[j]) for j in block))
         lines.append("")
-    lines.append(textwrap.fill(f"{cells.summary()}. {LEGEND}", width))
+    lines.append(textwrap.fill(f"{cells.summary()}. {legend(cells)}", width))
     if compare_paper:
         lines.append(textwrap.fill(compare(cells).line(), width))
     return "\n".join(lines)
@@ -108,7 +125,7 @@ def styler(cells: Cells, values: pd.DataFrame | None = None, caption: str | None
 def html(cells: Cells, compare_paper: bool = False) -> str:
     """An HTML fragment: the table (and the paper's, the difference and the agreement line)."""
     parts = [styler(cells).set_table_attributes('class="asym-table"').to_html(),
-             f"<p>{html_lib.escape(cells.summary())}. {html_lib.escape(LEGEND)}</p>"]
+             f"<p>{html_lib.escape(cells.summary())}. {html_lib.escape(legend(cells))}</p>"]
     if compare_paper:
         paper = cells.paper()
         parts.append(styler(cells, paper, "The paper's numbers").set_table_attributes('class="asym-table"').to_html())
@@ -166,7 +183,8 @@ def latex(cells: Cells, compare_paper: bool = False) -> str:
     def body(values, caption):
         classes = cells.classes(values)
         shown = text_cells(cells) if values is cells.value else values.map(fmt)
-        shown = shown.map(lambda s: s.replace("—", "--").replace("†", r"$^\dagger$").replace("*", r"$^*$"))
+        shown = shown.map(lambda s: s.replace("—", "--").replace("†", r"$^\dagger$").replace("*", r"$^*$")
+                          .replace("±", r"$\pm$"))
         color = lambda cls: {WORSE: "cellcolor:{asymworse};", BETTER: "cellcolor:{asymbetter};"}.get(cls, "")
         st = (shown.style.apply(lambda _: classes.map(color), axis=None)
               .format_index(latex_text, axis=0).format_index(latex_text, axis=1))
@@ -209,7 +227,7 @@ def markdown(cells: Cells, compare_paper: bool = False) -> str:
         if compare_paper:
             lines.append("| *paper* | " + " | ".join(fmt(v) for v in paper.iloc[r]) + " |")
     lines += ["", f"{cells.summary()}. 🟨 ≥ 3 pp worse than SGD, 🟦 ≥ 3 pp better; † best run diverged; "
-                  "* some runs missing."]
+                  "* some runs missing." + (f" {SEEDS_LEGEND}." if cells.multi_seed else "")]
     if compare_paper:
         lines.append(compare(cells).line())
     return "\n".join(lines) + "\n"

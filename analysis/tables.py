@@ -4,11 +4,24 @@ A **cell** is the best validation error of one (model, dataset[, clamp]) over al
 (the lr multipliers, and for ``uSF+BM`` both procedures). Rows are datasets in the paper's order, then
 any other dataset that has runs (e.g. the demo's ``Digits``); columns are the labels as printed.
 Reads runs through ``asym.tracking`` (the schema's one owner), never by guessing tag names.
+
+**Seeds.** With several seeds a cell is the mean over seeds of the per-seed cell (each seed's best over
+multipliers, procedures and epochs, as the paper does for its one run), with the sample standard deviation
+and n. Highlighting applies the paper's ±3-point rule to the means. A coloured verdict is **fragile** (mark
+``?``) when some seed's own cell, against that seed's SGD cell, takes another colour, or when a coloured
+mean lies within 2 standard errors of SGD's (Welch: sqrt(s²/n + s_SGD²/n_SGD)). One seed gives the
+paper's tables exactly: n = 1, no spread, nothing fragile.
+
+**Selection** (``select_on``). ``test``: the paper's choice, the least test error over epochs and
+multipliers (``best_val_error``). ``val``: per seed, the run whose ``selected_holdout_error`` (the error on
+10 % of the training split held out, at the epoch it chose) is least; its ``selected_error`` (test error at
+that epoch) is the cell. The two never share a table: ``select_on`` is part of the protocol hash.
 """
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 
@@ -20,10 +33,16 @@ from asym.data import DATASETS, PAPER_DATASETS, info
 from asym.models import parse_model
 from asym.protocol import procedures_for
 from asym.train import BEST_ERROR as BEST
+from asym.train import SELECTED_ERROR, SELECTED_HOLDOUT_ERROR
 
 MARGIN = 3.0                                 # GUIDE item 10: highlight at ≥ 3 percentage points from SGD
 WORSE, BETTER, SAME = "worse", "better", ""  # yellow, blue, plain
 COMPARE_ROW = {"Digits": "MNIST"}            # the demo set runs the MNIST net: compared with the paper's MNIST row
+NOISE_SE = 2.0                               # a difference within 2 standard errors is not told apart from noise
+SELECTION = {"test": "selected on the test split (the paper)",
+             "val": "selected on a held-out 10 % of the training split"}
+# per select_on: (the metric that chooses a seed's run, the metric reported for it)
+CHOOSE_BY = {"test": (BEST, BEST), "val": (SELECTED_HOLDOUT_ERROR, SELECTED_ERROR)}
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,7 @@ def load_runs(uri: str | None = None, experiment: str = tracking.DEFAULT_EXPERIM
         raise LookupError(f"no runs in experiment {experiment!r} at {tracking.resolve_uri(uri)} "
                           "(run asym-train first, or pass --tracking-uri / --experiment)")
     out["lr_mult"] = pd.to_numeric(out["lr_mult"], errors="coerce")
+    out["seed"] = pd.to_numeric(out["seed"], errors="coerce").fillna(0).astype(int)
     out["freeze"] = out["freeze"].fillna("none")
     out["procedure"] = out["procedure"].fillna("standard")
     out["row"] = out["dataset"].map(lambda d: dataset_title(d) if isinstance(d, str) else d)
@@ -170,17 +190,41 @@ def select_protocol(runs: pd.DataFrame, wanted: str | None = None, default: str 
 
 @dataclass
 class Cells:
-    """One table's cells: values, and per cell whether its best run diverged / some expected run is missing."""
+    """One table's cells: values (the mean over seeds), their spread, and per cell whether its best run
+    diverged / some expected run is missing. Every frame is rows × columns."""
 
     spec: TableSpec
-    value: pd.DataFrame       # rows × columns, NaN where no run is done
-    diverged: pd.DataFrame    # bool
-    partial: pd.DataFrame     # bool: some expected run (multiplier, procedure) not done yet
+    value: pd.DataFrame       # mean over seeds of the per-seed cell; NaN where no run is done
+    diverged: pd.DataFrame    # bool: the chosen run of some seed diverged
+    partial: pd.DataFrame     # bool: some expected run (multiplier, procedure, seed) not done yet
     protocol: str = ""        # which protocol's runs these cells combine (select_protocol's line)
+    std: pd.DataFrame | None = None   # sample standard deviation over seeds (ddof = 1); NaN with n < 2
+    n: pd.DataFrame | None = None     # seeds with a value
+    seeds: dict[int, pd.DataFrame] | None = None  # seed → that seed's cells
+    select_on: str = "test"   # how each seed's run and epoch were chosen (SELECTION)
+
+    def __post_init__(self):
+        if self.n is None:  # one set of numbers (e.g. the paper's): n = 1 where there is a value
+            self.n = self.value.notna().astype(int)
+        if self.std is None:
+            self.std = self.value * np.nan
+        if self.seeds is None:
+            self.seeds = {0: self.value}
 
     @property
     def title(self) -> str:
-        return self.spec.title + (f" [{self.protocol.split(':')[0]}]" if self.protocol else "")
+        return (self.spec.title + (f" [{self.protocol.split(':')[0]}]" if self.protocol else "")
+                + f" — {SELECTION[self.select_on]}")
+
+    @property
+    def multi_seed(self) -> bool:
+        """Some cell has n ≥ 2: the renderers then show mean ± std (n)."""
+        return bool((self.n >= 2).to_numpy().any())
+
+    @property
+    def se(self) -> pd.DataFrame:
+        """Standard error of each mean, std / √n (NaN with n < 2)."""
+        return self.std / np.sqrt(self.n.where(self.n > 0))
 
     @property
     def incomplete(self) -> int:
@@ -202,6 +246,30 @@ class Cells:
                 out.loc[row, col] = highlight(values.loc[row, col], values.loc[row, base])
         return out
 
+    def fragile(self) -> pd.DataFrame:
+        """Per cell: its colour is not robust over seeds (module docstring). Only cells with n ≥ 2 can be.
+
+        Some seed's cell against the same seed's SGD cell (the seeds pair up: the same data split and
+        order) gets another colour than the means; or the mean is coloured but within ``NOISE_SE``
+        standard errors of SGD's mean (a one-seed side counts no spread)."""
+        classes = self.classes()
+        per_seed = {s: self.classes(v) for s, v in self.seeds.items()}
+        se2 = (self.se ** 2).fillna(0.0)
+        out = pd.DataFrame(False, index=self.value.index, columns=self.value.columns)
+        for col in self.value.columns:
+            base = baseline_column(col)
+            if base == col or base not in self.value.columns:
+                continue
+            for row in self.value.index:
+                if self.n.loc[row, col] < 2 or math.isnan(self.value.loc[row, base]):
+                    continue
+                flips = any(c.loc[row, col] != classes.loc[row, col] for s, c in per_seed.items()
+                            if not (math.isnan(self.seeds[s].loc[row, col]) or math.isnan(self.seeds[s].loc[row, base])))
+                diff = abs(self.value.loc[row, col] - self.value.loc[row, base])
+                noise = NOISE_SE * math.sqrt(se2.loc[row, col] + se2.loc[row, base])
+                out.loc[row, col] = flips or (classes.loc[row, col] != SAME and diff <= noise)
+        return out
+
     def paper(self) -> pd.DataFrame:
         """The paper's numbers on our rows (a row the paper lacks is NaN; Digits reads MNIST's row)."""
         ref = self.spec.paper()
@@ -219,32 +287,50 @@ def multipliers_by_row(runs: pd.DataFrame) -> dict[str, set[float]]:
 
 
 def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) -> Cells:
-    """Min over epochs (``best_val_error``) and runs of each (dataset, model, clamp) of ``spec``; the runs must
-    share one protocol (``select_protocol``): a cell never mixes a short look with the real schedule."""
+    """Per seed, min over epochs and runs of each (dataset, model, clamp) of ``spec`` (``select_on=val``: the
+    run of least ``selected_holdout_error``, reporting its ``selected_error``); then mean, std and n over
+    seeds. The runs must share one protocol (``select_protocol``): a cell never mixes a short look with the
+    real schedule, nor the two selections."""
     if "protocol_hash" in runs and runs["protocol_hash"].nunique() > 1:
         raise ValueError("a table combines runs of one protocol only: pick one with select_protocol")
+    sel = tracking.SELECT_ON_TAG
+    select_on = runs[sel].iloc[0] if sel in runs and len(runs) else "test"
+    if sel in runs and runs[sel].nunique() > 1:
+        raise ValueError("a table never mixes select_on=test and select_on=val runs")
+    choose, report = CHOOSE_BY[select_on]
     done = runs[runs["status"].isin(tracking.DONE)]
+    if "seed" not in done:
+        done = done.assign(seed=0)
     present = set(runs["row"].dropna())
     rows = rows or [r for r in ROW_ORDER if r in present] + sorted(present - set(ROW_ORDER))
     cols = spec.columns
-    value = pd.DataFrame(np.nan, index=pd.Index(rows, name="dataset"), columns=cols)
-    diverged = pd.DataFrame(False, index=value.index, columns=cols)
-    partial = pd.DataFrame(False, index=value.index, columns=cols)
+    index = pd.Index(rows, name="dataset")
+    seed_list = sorted(set(done["seed"])) or [0]
+    seeds = {s: pd.DataFrame(np.nan, index=index, columns=cols) for s in seed_list}
+    diverged = pd.DataFrame(False, index=index, columns=cols)
+    partial = pd.DataFrame(False, index=index, columns=cols)
     mults = multipliers_by_row(runs)
+    seeds_of_row = {row: set(g["seed"]) for row, g in done.groupby("row")}  # a seed whose runs all failed is none
     for col in cols:
         model, freeze = column_run(col)
         procedures = set(procedures_for(model, freeze))
         mine = done[(done["model"] == model) & (done["freeze"] == freeze)]
         for row in rows:
-            cell = mine[mine["row"] == row].dropna(subset=[BEST])
-            if cell.empty:
-                continue
-            best = cell.loc[cell[BEST].idxmin()]
-            value.loc[row, col] = best[BEST]
-            diverged.loc[row, col] = best["status"] == "diverged"
-            have = set(zip(cell["lr_mult"], cell["procedure"]))
-            partial.loc[row, col] = not {(m, p) for m in mults.get(row, ()) for p in procedures} <= have
-    return Cells(spec, value, diverged, partial)
+            cell = mine[mine["row"] == row].dropna(subset=[choose, report])
+            for seed, runs_of_seed in cell.groupby("seed"):
+                best = runs_of_seed.loc[runs_of_seed[choose].idxmin()]
+                seeds[seed].loc[row, col] = best[report]
+                diverged.loc[row, col] |= best["status"] == "diverged"
+            have = set(zip(cell["lr_mult"], cell["procedure"], cell["seed"]))
+            want = {(m, p, s) for m in mults.get(row, ()) for p in procedures for s in seeds_of_row.get(row, ())}
+            partial.loc[row, col] = not cell.empty and not want <= have
+    stack = np.stack([v.to_numpy(dtype=float) for v in seeds.values()])
+    n = pd.DataFrame(np.isfinite(stack).sum(0), index=index, columns=cols)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN cell's mean is NaN, as wanted
+        value = pd.DataFrame(np.nanmean(stack, 0), index=index, columns=cols)
+        std = pd.DataFrame(np.where(n >= 2, np.nanstd(stack, 0, ddof=1), np.nan), index=index, columns=cols)
+    return Cells(spec, value, diverged, partial, std=std, n=n, seeds=seeds, select_on=select_on)
 
 
 def build_all(runs: pd.DataFrame, keys: list[str], protocol: str = "") -> list[Cells]:
@@ -267,6 +353,8 @@ class Agreement:
     within_3: int
     highlight_match: float      # fraction of highlightable cells whose colour equals the paper's
     rank_corr: pd.Series        # per dataset: Spearman ρ of the models' errors, ours vs the paper's
+    multi_seed: int = 0         # cells with n ≥ 2 seeds that the paper also has
+    within_2se: int = 0         # … of which the paper's number lies inside our mean ± 2 standard errors
 
     def line(self) -> str:
         if not self.cells:
@@ -275,7 +363,16 @@ class Agreement:
         return (f"{self.cells} cells vs paper: {self.within_1} within ±1 pp ({self.within_1 / self.cells:.0%}), "
                 f"{self.within_3} within ±3 pp ({self.within_3 / self.cells:.0%}); highlight colour matches "
                 f"{self.highlight_match:.0%}; median rank correlation per dataset "
-                + (f"ρ = {rho.median():.2f}" if len(rho) else "n/a"))
+                + (f"ρ = {rho.median():.2f}" if len(rho) else "n/a")
+                + (f"; the paper's number inside our mean ± 2 SE in {self.within_2se} of {self.multi_seed} "
+                   "multi-seed cells" if self.multi_seed else ""))
+
+
+def paper_within_2se(cells: Cells) -> pd.DataFrame:
+    """Per cell: the paper's number lies inside our mean ± ``NOISE_SE`` standard errors (NaN-free bool frame;
+    False where n < 2 or the paper has no number)."""
+    dist = (cells.value - cells.paper()).abs()
+    return (dist <= NOISE_SE * cells.se).fillna(False).astype(bool) & (cells.n >= 2)
 
 
 def compare(cells: Cells) -> Agreement:
@@ -292,21 +389,30 @@ def compare(cells: Cells) -> Agreement:
     match = float((ours_cls.to_numpy() == paper_cls.to_numpy())[hl].mean()) if hl.any() else float("nan")
     rho = pd.Series({row: ours.loc[row][both.loc[row]].corr(paper.loc[row][both.loc[row]], method="spearman")
                      if both.loc[row].sum() >= 3 else np.nan for row in ours.index}, dtype=float)
-    return Agreement(n, int((diff <= 1).to_numpy().sum()), int((diff <= 3).to_numpy().sum()), match, rho)
+    multi = both & (cells.n >= 2)
+    return Agreement(n, int((diff <= 1).to_numpy().sum()), int((diff <= 3).to_numpy().sum()), match, rho,
+                     int(multi.to_numpy().sum()), int(paper_within_2se(cells)[multi].sum().sum()))
 
 
 def long_form(cells: Cells) -> pd.DataFrame:
-    """Tidy rows (table, dataset, model, error, SGD, highlight, diverged, partial, paper, diff) for CSV."""
-    paper, classes = cells.paper(), cells.classes()
+    """Tidy rows for CSV: table, protocol, select_on, dataset, model, error (the mean over seeds), std, n,
+    SGD (its mean), highlight (of the means), fragile, diverged, partial, paper, diff (mean − paper),
+    paper_within_2se, then one ``seed_<k>`` column per seed with that seed's cell."""
+    paper, classes, fragile, inside = cells.paper(), cells.classes(), cells.fragile(), paper_within_2se(cells)
     records = []
     for row in cells.value.index:
         for col in cells.value.columns:
             base = baseline_column(col)
             records.append({"table": cells.spec.key, "protocol": cells.protocol.split(":")[0].removeprefix(
                                 "protocol "), "dataset": row, "model": col,
-                            "error": cells.value.loc[row, col],
+                            "select_on": cells.select_on,
+                            "error": cells.value.loc[row, col], "std": cells.std.loc[row, col],
+                            "n": int(cells.n.loc[row, col]),
                             "sgd": cells.value.loc[row, base] if base in cells.value else np.nan,
-                            "highlight": classes.loc[row, col], "diverged": bool(cells.diverged.loc[row, col]),
+                            "highlight": classes.loc[row, col], "fragile": bool(fragile.loc[row, col]),
+                            "diverged": bool(cells.diverged.loc[row, col]),
                             "partial": bool(cells.partial.loc[row, col]), "paper": paper.loc[row, col],
-                            "diff": cells.value.loc[row, col] - paper.loc[row, col]})
+                            "diff": cells.value.loc[row, col] - paper.loc[row, col],
+                            "paper_within_2se": bool(inside.loc[row, col]),
+                            **{f"seed_{s}": v.loc[row, col] for s, v in cells.seeds.items()}})
     return pd.DataFrame.from_records(records)
