@@ -10,9 +10,9 @@ from pathlib import Path
 from asym import tracking
 from asym.files import write_atomic
 
-from . import figures, render
+from . import claims, figures, render
 from .render import render_tables, use_color
-from .tables import build_all, load_runs, select_protocol, table_keys
+from .tables import SELECTION, build_all, load_runs, select_protocol, table_keys
 
 FORMATS = ("terminal", "html", "latex", "markdown", "csv")
 
@@ -57,15 +57,22 @@ def tables(argv: list[str] | None = None) -> None:
     ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
     ap.add_argument("--color", default="auto", choices=("auto", "always", "never"), help="terminal colours")
     ap.add_argument("--protocol", default=None, help=PROTOCOL_HELP)
+    ap.add_argument("--claims", action="store_true",
+                    help="instead of tables: each of the paper's conclusions checked on our cells and on the paper's "
+                         "(supported / contradicted / not enough cells), as text")
     a = ap.parse_args(argv)
+    if a.claims and (a.format != "terminal" or a.compare or a.table != "all"):
+        fail("--claims reads every table and prints text: use it without --table, --format or --compare", 2)
     try:
         keys = table_keys(a.table)
     except ValueError as e:
         fail(str(e), 2)
     runs, line = one_protocol(read_runs(a.tracking_uri, a.experiment), a.protocol)
     cells_list = build_all(runs, keys, line)
-    color = use_color(a.color, a.out is None and sys.stdout.isatty())
-    text = render_tables(cells_list, a.format, a.compare, color)
+    if a.claims:
+        text = claims.report({c.spec.key: c for c in cells_list}, SELECTION[cells_list[0].select_on])
+    else:
+        text = render_tables(cells_list, a.format, a.compare, use_color(a.color, a.out is None and sys.stdout.isatty()))
     if a.format == "terminal":
         text = line + "\n\n" + text
     if a.out:
@@ -92,11 +99,16 @@ def report(argv: list[str] | None = None) -> None:
     paths += figures.learning_curves(a.tracking_uri, a.experiment, runs, row, None, fig_dir)
     for c in cells_list:
         paths += figures.difference_heatmap(c, fig_dir)
+    if any(c.multi_seed for c in cells_list):
+        paths += figures.robustness(cells_list, fig_dir)
     body = []
     body.append(f"<p>{html_lib.escape(line)}</p>")
     for c in cells_list:
         body.append(f"<h2>{html_lib.escape(c.title)}</h2>")
         body.append(render.html(c, compare_paper=True))
+    body.append("<h2>The paper's conclusions as checks</h2>")
+    checks = claims.report({c.spec.key: c for c in cells_list}, SELECTION[cells_list[0].select_on])
+    body.append(f'<pre style="white-space: pre-wrap">{html_lib.escape(checks)}</pre>')
     body.append("<h2>Figures</h2>")
     for p in paths:
         if p.suffix == ".png":  # embedded, so the page stands alone; PNG and SVG files sit beside it

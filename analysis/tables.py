@@ -211,6 +211,23 @@ class Cells:
         if self.seeds is None:
             self.seeds = {0: self.value}
 
+    @classmethod
+    def from_seeds(cls, spec: TableSpec, seeds: dict[int, pd.DataFrame], diverged: pd.DataFrame | None = None,
+                   partial: pd.DataFrame | None = None, select_on: str = "test") -> "Cells":
+        """Cells from per-seed cells (seed → rows × columns, NaN where that seed has none): the mean, the sample
+        standard deviation (ddof = 1, NaN with n < 2) and n over the seeds that have a value."""
+        first = next(iter(seeds.values()))
+        stack = np.stack([v.reindex_like(first).to_numpy(dtype=float) for v in seeds.values()])
+        n = pd.DataFrame(np.isfinite(stack).sum(0), index=first.index, columns=first.columns)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN cell's mean is NaN, as wanted
+            value = pd.DataFrame(np.nanmean(stack, 0), index=first.index, columns=first.columns)
+            std = pd.DataFrame(np.where(n >= 2, np.nanstd(stack, 0, ddof=1), np.nan), index=first.index,
+                               columns=first.columns)
+        false = pd.DataFrame(False, index=first.index, columns=first.columns)
+        return cls(spec, value, false.copy() if diverged is None else diverged,
+                   false.copy() if partial is None else partial, std=std, n=n, seeds=seeds, select_on=select_on)
+
     @property
     def title(self) -> str:
         return (self.spec.title + (f" [{self.protocol.split(':')[0]}]" if self.protocol else "")
@@ -324,13 +341,7 @@ def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) ->
             have = set(zip(cell["lr_mult"], cell["procedure"], cell["seed"]))
             want = {(m, p, s) for m in mults.get(row, ()) for p in procedures for s in seeds_of_row.get(row, ())}
             partial.loc[row, col] = not cell.empty and not want <= have
-    stack = np.stack([v.to_numpy(dtype=float) for v in seeds.values()])
-    n = pd.DataFrame(np.isfinite(stack).sum(0), index=index, columns=cols)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN cell's mean is NaN, as wanted
-        value = pd.DataFrame(np.nanmean(stack, 0), index=index, columns=cols)
-        std = pd.DataFrame(np.where(n >= 2, np.nanstd(stack, 0, ddof=1), np.nan), index=index, columns=cols)
-    return Cells(spec, value, diverged, partial, std=std, n=n, seeds=seeds, select_on=select_on)
+    return Cells.from_seeds(spec, seeds, diverged, partial, select_on)
 
 
 def build_all(runs: pd.DataFrame, keys: list[str], protocol: str = "") -> list[Cells]:
