@@ -250,7 +250,7 @@ def evaluate(tables: dict[str, Cells]) -> dict[str, Verdict]:
 def report(ours: dict[str, Cells], header: str = "") -> str:
     """Per claim: the paper's words, the test, and the verdict on our runs and on the paper's numbers."""
     mine, theirs = evaluate(ours), evaluate(paper_tables())
-    lines = ["The paper's conclusions, checked on the tables" + (f" ({header})" if header else "")
+    lines = ["The paper's conclusions, checked on the tables" + (f", {header}" if header else "")
              + f". A per-dataset check is supported when it holds on ≥ {SUPPORT_SHARE.numerator} of "
              f"{SUPPORT_SHARE.denominator} datasets that have its cells.", ""]
     for c in CLAIMS:
