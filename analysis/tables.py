@@ -280,8 +280,8 @@ class Cells:
             for row in self.value.index:
                 if self.n.loc[row, col] < 2 or math.isnan(self.value.loc[row, base]):
                     continue
-                flips = any(c.loc[row, col] != classes.loc[row, col] for s, c in per_seed.items()
-                            if not (math.isnan(self.seeds[s].loc[row, col]) or math.isnan(self.seeds[s].loc[row, base])))
+                paired = [s for s, v in self.seeds.items() if not np.isnan(v.loc[row, [col, base]]).any()]
+                flips = any(per_seed[s].loc[row, col] != classes.loc[row, col] for s in paired)
                 diff = abs(self.value.loc[row, col] - self.value.loc[row, base])
                 noise = NOISE_SE * math.sqrt(se2.loc[row, col] + se2.loc[row, base])
                 out.loc[row, col] = flips or (classes.loc[row, col] != SAME and diff <= noise)

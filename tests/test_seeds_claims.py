@@ -83,6 +83,8 @@ def test_colours_follow_the_means_and_fragile_marks_unrobust_verdicts(t2):
         [WORSE, WORSE, WORSE, SAME, SAME, WORSE]
     assert fragile[["SGD", "BN", "BM", "NuSF", "uSF+BN", "uSF+BN+BM", "brSF+BN+BM"]].tolist() == \
         [False, False, True, True, False, True, False]  # n = 1 cannot be fragile
+    # uSF+BN+BM's from its seeds: blue, plain, yellow against their own SGD
+    assert [t2.classes(t2.seeds[s]).loc["MNIST", "uSF+BN+BM"] for s in (0, 1, 2)] == [BETTER, SAME, WORSE]
     # NuSF's fragility comes from noise alone: every seed is yellow against its own SGD
     assert all(t2.classes(t2.seeds[s]).loc["MNIST", "NuSF"] == WORSE for s in (0, 1, 2))
     se = np.sqrt(t2.std.loc["MNIST", "NuSF"] ** 2 / 3 + 1 / 3)
