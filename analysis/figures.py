@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: works on clusters and in CI without a display
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -101,6 +102,7 @@ def learning_curves(uri: str | None, experiment: str, runs: pd.DataFrame, datase
         if n > 1:
             ax.fill_between(d["epoch"], d["lo"], d["hi"], color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("validation error (%)" + (": mean over seeds, band min–max" if seeds > 1 else ""))
     ax.set_title(f"Learning curves: {plain(dataset_row)} (best run per model"
                  + (" and seed)" if seeds > 1 else ")"))
@@ -150,6 +152,7 @@ def robustness(cells_list: list[Cells], out_dir: Path) -> list[Path]:
     ax.bar(x, counts["fragile"], bottom=counts["robust"], label="fragile (?)", color="#e57373")
     ax.set_xticks(x, [f"Table {k}" for k in counts.index])
     ax.set_ylabel("cells with ≥ 2 seeds")
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_title("Verdict robustness over seeds")
     ax.legend(fontsize=8)
     return save(fig, out_dir, "verdict_robustness")
