@@ -162,9 +162,27 @@ def checkpoint_path(members: list[Member]) -> Path:
     return members[0].out_dir.parent / f"group-{group}" / "checkpoint.pt"
 
 
+_loaded: dict[tuple, object] = {}  # the dataset this process loaded last, by what it was loaded from
+
+
+def load_data(name: str, root: str, seed: int, download: bool, cache: str | None):
+    """``asym.data.load``, once per process for consecutive runs on the same dataset: an array task of
+    ``hydra.launcher.runs_per_task`` runs (or an in-process sweep) decodes or reads it once, not per run.
+
+    The key is everything the tensors depend on — name, root, seed, cache, and the working directory a
+    relative path means — so a run never gets another root's data. Only the last dataset is kept (memory).
+    """
+    key = (name, str(Path(root).resolve()), seed, str(Path(cache).resolve()) if cache else None, os.getcwd())
+    if key not in _loaded:
+        from . import data
+        _loaded.clear()
+        _loaded[key] = data.load(name, root, seed=seed, download=download, cache=cache)
+        log.info("loaded dataset %s from %s", name, root)
+    return _loaded[key]
+
+
 def run_one(cfg: DictConfig) -> list[dict]:
     """Validate, skip what is done, train the job's runs (resuming), track. Returns the results of what was trained."""
-    from . import data
     try:
         schema.check_config(cfg)
     except ValueError as e:
@@ -180,8 +198,7 @@ def run_one(cfg: DictConfig) -> list[dict]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     lead = members[0].run
-    ds = data.load(lead.dataset, to_absolute_path(cfg.data.root), seed=lead.seed, download=cfg.data.download,
-                   cache=cfg.data.cache)
+    ds = load_data(lead.dataset, to_absolute_path(cfg.data.root), lead.seed, cfg.data.download, cfg.data.cache)
     ckpt = checkpoint_path(members)
     saved = trainer.Checkpoint.read(ckpt)
     for k, m in enumerate(members):

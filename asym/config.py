@@ -161,6 +161,9 @@ def check_overrides(args: list[str], groups: dict[str, list[str]]) -> None:
             if bad:
                 raise ValueError(f"no {key} config '{bad[0]}'; choose from {', '.join(groups[key])}")
             continue
+        if key == "hydra.launcher.runs_per_task" and not o.is_delete():
+            from asym.launcher.slurm import check_runs_per_task  # the launcher owns its rule
+            check_runs_per_task(o.value())
         if o.is_delete() or key.split("/")[0].split(".")[0] == "hydra":
             continue
         if o.is_add() and key in keys:  # Hydra's rule: '+' appends a new key; '++' appends or overrides

@@ -10,6 +10,7 @@ fixed ones (frSF, frSF-p, RndF) draw once, at construction. sign(0) = +1 (GUIDE 
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -67,32 +68,42 @@ class Feedback(nn.Module):
         self.weight_shape = tuple(weight_shape)
         self.seed = int(seed)
         self._gen: torch.Generator | None = None
+        # a loaded generator state and the device type of the generator that wrote it, until the first draw
         self._pending_state: torch.Tensor | None = None
+        self._pending_device = "cpu"
 
     def generator(self, device: torch.device) -> torch.Generator:
+        """The generator for draws on ``device``: a loaded state goes back to a generator of the device type
+        that wrote it (a CUDA state to a CUDA generator); a run resumed on another device type, whose
+        generator cannot take that state, continues with a stream seeded from it (not the seed's own
+        stream again, which would replay the first draws)."""
         device = torch.device(device)
         if self._gen is None or self._gen.device.type != device.type:
             self._gen = torch.Generator(device=device)
             self._gen.manual_seed(self.seed)
             if self._pending_state is not None:
-                self._gen.set_state(self._pending_state)
+                if self._pending_device == device.type:
+                    self._gen.set_state(self._pending_state)
+                else:
+                    self._gen.manual_seed(state_seed(self._pending_state))
                 self._pending_state = None
         return self._gen
 
     def get_extra_state(self):
         gen = self._gen
-        state = gen.get_state() if gen is not None else self._pending_state
-        return {"seed": self.seed, "rng": state, "rng_device": gen.device.type if gen is not None else "cpu"}
+        if gen is None or self._pending_state is not None:  # loaded, not drawn from since: pass it on as it is
+            return {"seed": self.seed, "rng": self._pending_state, "rng_device": self._pending_device}
+        return {"seed": self.seed, "rng": gen.get_state(), "rng_device": gen.device.type}
 
     def set_extra_state(self, state) -> None:
+        """Keeps the state (a CPU byte tensor, as ``Generator.get_state`` returns it for any device) until the
+        next draw, which knows its device: nothing is created on a device here, so a checkpoint written on a
+        GPU loads on a machine without one."""
         self.seed = int(state["seed"])
         self._gen = None
-        self._pending_state = state["rng"]
-        if state["rng"] is not None and state.get("rng_device", "cpu") != "cpu":
-            # a CUDA generator state cannot seed a CPU generator: recreate it on its own device
-            self._gen = torch.Generator(device=state["rng_device"])
-            self._gen.set_state(state["rng"])
-            self._pending_state = None
+        rng = state["rng"]
+        self._pending_state = None if rng is None else rng.to("cpu")
+        self._pending_device = state.get("rng_device", "cpu")
 
     def make(self, weight: torch.Tensor) -> torch.Tensor:
         return weight
@@ -157,6 +168,11 @@ class RandomFixed(Feedback):
 
     def make(self, weight):
         return self.v.to(weight.dtype)
+
+
+def state_seed(state: torch.Tensor) -> int:
+    """A 63-bit seed made from a generator state's bytes (deterministic: the same state, the same seed)."""
+    return int.from_bytes(hashlib.sha256(state.cpu().numpy().tobytes()).digest()[:8], "little") >> 1
 
 
 def make_feedback(spec: "str | FeedbackSpec", weight_shape, seed: int = 0) -> Feedback:

@@ -3,6 +3,7 @@
 The Hydra plugin (``hydra_plugins.asym_hydra.launchers.AsymSlurmLauncher``) delegates here. Preemption:
 SLURM sends USR2, submitit calls the launcher's ``checkpoint()`` and requeues the same job, which resumes
 from its run's ``checkpoint.pt``; ``scontrol requeue`` restarts it from scratch and resumes the same way.
+With ``runs_per_task=K`` each array task trains K jobs one after another (``RunsInTurn``).
 """
 from __future__ import annotations
 
@@ -38,6 +39,51 @@ def check_partition(partition: str | None) -> None:
     available = [n.rstrip("*") for n in names.stdout.split()]
     if partition and partition not in available:
         raise LaunchError(f"no SLURM partition '{partition}'; available: {', '.join(available)}")
+
+
+def check_runs_per_task(k: Any) -> int:
+    """``hydra.launcher.runs_per_task``: a whole number ≥ 1. Raises ValueError (one line)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"hydra.launcher.runs_per_task must be a whole number >= 1 (runs trained one after "
+                         f"another in each array task), got {k!r}")
+    return k
+
+
+def in_tasks(args: list, k: int) -> list[list]:
+    """Consecutive jobs, ``k`` to an array task (the last task may hold fewer)."""
+    return [args[i:i + k] for i in range(0, len(args), k)]
+
+
+class RunsInTurn:
+    """What one array task runs with ``runs_per_task`` > 1: its jobs (runs, or run groups under
+    ``engine=group``) one after another in one process, each as ``launcher(*job)`` would run it alone —
+    own run directory, MLflow run, skip-done and resume. The dataset is loaded once while consecutive
+    runs share it (``asym.cli.load_data``).
+
+    Preemption (USR2): ``checkpoint`` resubmits the whole task; the requeued task skips the runs it
+    finished (skip-done) and resumes the one it was in from its checkpoint. A job that fails does not stop
+    the ones after it; the task then raises the first failure, so the scheduler shows it as FAILED.
+    """
+
+    def __init__(self, launcher):
+        self.launcher = launcher
+
+    def __call__(self, jobs: list[tuple]) -> list[JobReturn]:
+        returns, failure = [], None
+        for job in jobs:
+            try:
+                returns.append(self.launcher(*job))
+            except Exception as e:  # an interruption (SystemExit, KeyboardInterrupt) still ends the task
+                log.error("job #%s failed: %s", job[2], str(e).splitlines()[0] if str(e) else type(e).__name__)
+                failure = failure or e
+        if failure is not None:
+            raise failure
+        return returns
+
+    def checkpoint(self, jobs: list[tuple]) -> Any:
+        """submitit calls this on USR2: requeue the same task with the same jobs."""
+        import submitit
+        return submitit.helpers.DelayedSubmission(self, jobs)
 
 
 def executor(launcher, cluster: str = "slurm"):
@@ -88,27 +134,51 @@ def collect(job, overrides: Sequence[str]) -> JobReturn:
     try:
         return job.results()[0]
     except Exception as e:  # submitit.core.utils.FailedJobError / UncompletedJobError
-        ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
-        ret._return_value = RuntimeError(str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
-        return ret
+        return failed(overrides, e)
+
+
+def failed(overrides: Sequence[str], e: Exception) -> JobReturn:
+    """A FAILED JobReturn carrying the last line of the job's error."""
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+    ret._return_value = RuntimeError(str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+    return ret
 
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     if not launcher.dry_run:
         check_partition(launcher.params.get("partition"))
+    try:
+        k = check_runs_per_task(launcher.runs_per_task)
+    except ValueError as e:
+        raise LaunchError(str(e)) from None
     ex = executor(launcher)
     args = job_arguments(job_overrides, initial_job_idx)
+    tasks = in_tasks(args, k)
     if launcher.dry_run:
-        print(sbatch_script(ex, len(args)), flush=True)
+        print(sbatch_script(ex, len(tasks)), flush=True)
         return [pending(o, DRY_RUN) for o in job_overrides]
-    jobs = ex.map_array(launcher, *zip(*args))
-    plan.record_jobs(sweep_dir, "slurm", {a[2]: j.job_id for a, j in zip(args, jobs)})
+    if k == 1:
+        jobs = ex.map_array(launcher, *zip(*args))
+    else:
+        jobs = ex.map_array(RunsInTurn(launcher), tasks)
+    task_of = [j for j, task in zip(jobs, tasks) for _ in task]  # each job's array task, in job order
+    plan.record_jobs(sweep_dir, "slurm", {a[2]: j.job_id for a, j in zip(args, task_of)})
     array = jobs[0].job_id.split("_")[0]
-    log.info("submitted %d runs as SLURM array %s", len(jobs), array)
+    log.info("submitted %d runs as SLURM array %s", len(args), array)
+    if k > 1:
+        log.info("%d array tasks of up to %d runs each (hydra.launcher.runs_per_task)", len(jobs), k)
     if not launcher.wait:
-        return [pending(o, f"queued as {j.job_id}") for o, j in zip(job_overrides, jobs)]
-    return [collect(j, o) for j, o in zip(jobs, job_overrides)]
+        return [pending(o, f"queued as {j.job_id}") for o, j in zip(job_overrides, task_of)]
+    if k == 1:
+        return [collect(j, o) for j, o in zip(jobs, job_overrides)]
+    out = []
+    for j, task in zip(jobs, tasks):  # a task's returns, or, if it failed, each of its jobs reported failed
+        try:
+            out += j.results()[0]
+        except Exception as e:
+            out += [failed(a[0], e) for a in task]
+    return out
 
 
 def raise_if_failed(ret: JobReturn) -> Any:

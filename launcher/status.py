@@ -70,9 +70,14 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return out
 
 
-def classify(mlflow: str | None, scheduler: str | None) -> str:
+def classify(mlflow: str | None, scheduler: str | None, in_turn: bool = False) -> str:
+    """A run's state from its MLflow status tag and its SLURM job's state. ``in_turn``: the job is an array task
+    that trains several runs one after another (``runs_per_task``), so its state is not each run's: a run it
+    has not reached yet is queued, one that failed stays failed while the task goes on."""
     if mlflow in tracking.DONE:
         return mlflow
+    if in_turn and scheduler in SLURM_RUNNING and mlflow in (None, "failed"):
+        return "queued" if mlflow is None else "failed"
     if scheduler in SLURM_QUEUED:
         return "queued"
     if scheduler in SLURM_RUNNING:
@@ -92,10 +97,11 @@ def sweep_status(sweep_dir: Path, uri: str | None = None, experiment: str | None
     ml = mlflow_states(uri or doc["tracking_uri"], experiment or doc["experiment"])
     jobs = doc.get("jobs", {})
     sched = slurm_states(list(jobs.values())) if doc.get("scheduler") == "slurm" else {}
+    nums_of = Counter(jobs.values())  # sweep jobs per scheduler job: > 1 with runs_per_task
     out = []
     for e in doc["runs"]:
         job = jobs.get(str(e["num"]))
-        state = classify(ml.get(e["config_hash"]), sched.get(job) if job else None)
+        state = classify(ml.get(e["config_hash"]), sched.get(job) if job else None, nums_of[job] > 1)
         out.append({**e, "state": state, "job_id": job, "scheduler_state": sched.get(job) if job else None})
     return out
 

@@ -274,3 +274,67 @@ def test_services_are_required_in_ci():
     if not in_ci():
         pytest.skip("not under CI")
     assert os.environ.get("ASYM_TEST_SLURM") and os.environ.get("ASYM_TEST_MLFLOW_URI")
+
+
+def task_logs(root: Path) -> dict[str, str]:
+    """Each array task's submitit log (``.submitit/ARRAY_TASK/ARRAY_TASK_0_log.out``), by task id."""
+    return {p.parent.name: p.read_text(errors="replace") for p in root.glob("logs/multirun-*/.submitit/*/*_0_log.out")}
+
+
+def test_slurm_sweep_of_6_runs_as_2_array_tasks_of_3(slurm, mlflow_server, tmp_path):
+    """``runs_per_task=3``: 2 array tasks, each trains its 3 runs in turn (dataset loaded once per task); every
+    run has its own run directory and MLflow run; asym-status maps each run to its task."""
+    exp, root = experiment(), tmp_path / "runs"
+    res = asym(tmp_path, "asym-train", "-m", "model=SGD,BN", "lr_mult=10,1,0.1", "dataset=digits", "train=demo",
+               "train.epochs=1", *SLURM, "hydra.launcher.runs_per_task=3", *tracking_args(mlflow_server, exp, root),
+               check=True)
+    out = res.stderr + res.stdout  # returned without waiting
+    assert "submitted 6 runs as SLURM array" in out and "2 array tasks of up to 3 runs" in out
+    doc = plan.read(sweep_dir(root))
+    tasks = [doc["jobs"][str(e["num"])] for e in doc["runs"]]
+    assert len(tasks) == 6 and tasks[:3] == [tasks[0]] * 3 and tasks[3:] == [tasks[3]] * 3 and tasks[0] != tasks[3]
+    wait_until(lambda: len(finished_runs(mlflow_server, exp)) == 6, 300, "6 finished runs in MLflow")
+    df = finished_runs(mlflow_server, exp)
+    assert set(df["status"]) == {"FINISHED"} and df["tags.config_hash"].nunique() == 6
+    results = list(root.rglob("result.json"))
+    assert len({p.parent for p in results}) == 6
+    array = tasks[0].split("_")[0]
+    acct = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", array], capture_output=True,
+                          text=True).stdout.split()
+    wait_until(lambda: sorted(subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", array],
+                                             capture_output=True, text=True).stdout.split()) ==
+               [f"{tasks[0]}|COMPLETED", f"{tasks[3]}|COMPLETED"], 60, f"2 COMPLETED tasks in sacct, got {acct}")
+    assert sorted(task_logs(root)) == sorted({tasks[0], tasks[3]})
+    loads = [sum((sweep_dir(root) / str(e["num"]) / "asym.log").read_text().count("loaded dataset digits")
+                 for e in doc["runs"][i:i + 3]) for i in (0, 3)]
+    assert loads == [1, 1], "each task loads its runs' dataset once"
+    status = asym(tmp_path, "asym-status", str(root), check=True).stdout
+    assert "6/6 done" in status
+
+
+def test_usr2_preemption_mid_task_skips_the_finished_run_and_resumes_the_next(slurm, mlflow_server, tmp_path):
+    """Preempted (USR2) while its 2nd run trains, a task of 2 is requeued whole: the 1st run is skipped as done
+    (not retrained: its checkpoint untouched, one MLflow run), the 2nd resumes from its checkpoint."""
+    exp, root = experiment(), tmp_path / "runs"
+    asym(tmp_path, "asym-train", "-m", *[a for a in RUN if not a.startswith("lr_mult")], "lr_mult=10,1", *SLURM,
+         "hydra.launcher.runs_per_task=2", *tracking_args(mlflow_server, exp, root), check=True)
+    doc = plan.read(sweep_dir(root))
+    first, second = doc["runs"]
+    task = doc["jobs"][str(first["num"])]
+    assert doc["jobs"][str(second["num"])] == task
+    wait_until(lambda: job_log_shows(root, f"[{second['name']}] epoch 3:"), 300, "epoch 3 of the task's 2nd run")
+    first_ckpt = next(p for p in root.rglob("checkpoint.pt") if first["config_hash"][:8] in p.parent.name)
+    before = first_ckpt.stat().st_mtime_ns
+    subprocess.run(["scancel", "--signal=USR2", task], check=True)
+    wait_until(lambda: len(finished_runs(mlflow_server, exp)) == 2, 300, "both runs to finish")
+    assert first_ckpt.stat().st_mtime_ns == before, "the finished 1st run was trained again"
+    results = {json.loads(p.read_text())["run"]["lr_mult"]: json.loads(p.read_text()) for p in root.rglob("result.json")}
+    assert results[10]["timings"]["resumed_from_epoch"] is None
+    assert results[1]["timings"]["resumed_from_epoch"] is not None and results[1]["timings"]["resumed_from_epoch"] >= 3, \
+        "the 2nd run was not interrupted mid-run"
+    assert f"skip {first['name']}: already finished" in (sweep_dir(root) / str(first["num"]) / "asym.log").read_text()
+    df = tracking.runs_frame(mlflow_server, exp)
+    assert len(df) == 2 and df["tags.config_hash"].nunique() == 2, "one MLflow run per run, across the requeue"
+    c = tracking.client(mlflow_server)
+    for run_id in df["run_id"]:
+        assert [m.step for m in c.get_metric_history(run_id, "val_error")] == list(range(EPOCHS + 1))

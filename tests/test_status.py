@@ -21,6 +21,17 @@ def test_classify_combines_mlflow_and_the_scheduler(mlflow, scheduler, state):
     assert classify(mlflow, scheduler) == state
 
 
+@pytest.mark.parametrize("mlflow,scheduler,state", [
+    (None, "RUNNING", "queued"), ("running", "RUNNING", "running"), ("failed", "RUNNING", "failed"),
+    ("finished", "RUNNING", "finished"), ("failed", "COMPLETING", "failed"), (None, "PENDING", "queued"),
+    ("running", "REQUEUED", "queued"), ("failed", "REQUEUED", "queued"), (None, "COMPLETED", "unsynced"),
+    ("interrupted", "RUNNING", "running"), (None, "CANCELLED", "failed"),
+])
+def test_classify_a_run_in_a_task_of_several(mlflow, scheduler, state):
+    """``runs_per_task`` > 1: a running task trains one of its runs at a time."""
+    assert classify(mlflow, scheduler, in_turn=True) == state
+
+
 @pytest.mark.parametrize("statuses,index", [
     ([], None), (["failed"], 0), (["failed", "finished"], 1), (["running", "diverged", "finished"], 2),
     (["failed", "running"], 1), (["diverged", "finished"], 1), (["finished", "finished"], 0),  # newest first

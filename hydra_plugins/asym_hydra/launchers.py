@@ -17,6 +17,7 @@ class AsymSlurmConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.asym_hydra.launchers.AsymSlurmLauncher"
     wait: bool = False       # block until every job ends (the stock behaviour); default: submit and return
     dry_run: bool = False    # print the sbatch script, submit nothing
+    runs_per_task: int = 1   # jobs trained one after another in each array task (README: choosing it)
 
 
 @dataclass
@@ -40,9 +41,17 @@ class _RaisingLauncher(BaseSubmititLauncher):
 class AsymSlurmLauncher(_RaisingLauncher):
     _EXECUTOR = "slurm"
 
-    def __init__(self, wait: bool = False, dry_run: bool = False, **params: Any) -> None:
+    def __init__(self, wait: bool = False, dry_run: bool = False, runs_per_task: int = 1, **params: Any) -> None:
         super().__init__(**params)
-        self.wait, self.dry_run = wait, dry_run
+        self.wait, self.dry_run, self.runs_per_task = wait, dry_run, runs_per_task
+
+    def check(self) -> None:
+        """Called by the sweeper before it writes anything: the launcher's own settings, as one line."""
+        from asym.launcher.slurm import LaunchError, check_runs_per_task
+        try:
+            check_runs_per_task(self.runs_per_task)
+        except ValueError as e:
+            raise LaunchError(str(e)) from None
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from asym.launcher import slurm

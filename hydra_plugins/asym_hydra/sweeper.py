@@ -58,6 +58,10 @@ class AsymSweeper(BasicSweeper):
         except (ValueError, DatasetMissing) as e:
             self._fail(str(e))
         self._check_tracking_access()
+        try:  # the launcher's settings (SLURM: runs_per_task), before the sweep directory is written
+            getattr(self.launcher, "check", lambda: None)()
+        except LaunchError as e:
+            self._fail(str(e))
         if self.config.get("engine") == "group":
             jobs = plan.group_jobs(jobs, entries, self.config.lr_mult)
         sweep_dir = Path(self.config.hydra.sweep.dir)
