@@ -150,8 +150,18 @@ def finish_tracking(m: Member, result: dict) -> None:
         log.warning("%s finished but is not in MLflow yet; its record is %s (run asym-sync)", m.name,
                     m.out_dir / "result.json")
     if result["status"] not in (trainer.FAILED, trainer.INTERRUPTED):
-        log.info("%s: %s, best val error %.2f%% at epoch %s", m.name, result["status"], result[trainer.BEST_ERROR],
-                 result[trainer.BEST_EPOCH])
+        log.info("%s: %s, best val error %.2f%% at epoch %s; %s", m.name, result["status"], result[trainer.BEST_ERROR],
+                 result[trainer.BEST_EPOCH], selection_note(result))
+
+
+def selection_note(result: dict) -> str:
+    """How the run's number was chosen (``train.select_on``), for its end-of-run line."""
+    if result.get("select_on", "test") == "test":
+        return "select_on=test (the paper's: epoch chosen on the test split)"
+    if result.get(trainer.SELECTED_EPOCH) is None:
+        return "select_on=val: no epoch to select"
+    return (f"select_on=val: epoch {result[trainer.SELECTED_EPOCH]} chosen on the holdout "
+            f"({result[trainer.SELECTED_HOLDOUT_ERROR]:.2f}% there), test error {result[trainer.SELECTED_ERROR]:.2f}%")
 
 
 def checkpoint_path(members: list[Member]) -> Path:
@@ -170,6 +180,10 @@ def run_one(cfg: DictConfig) -> list[dict]:
     except ValueError as e:
         raise UsageError(str(e)) from None
     protocol = schema.TrainConf(**OmegaConf.to_container(cfg.train, resolve=True)).protocol()
+    try:
+        check_holdout(cfg, to_absolute_path(cfg.data.root))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     try:  # before anything trains: the tracking server must take these credentials for writing
         tracking.require_write_access(cfg.tracking.uri, cfg.tracking.experiment)
     except tracking.AccessError as e:
@@ -266,6 +280,23 @@ def check_composed(overrides: list[str]) -> None:
     finally:
         GlobalHydra.instance().clear()
     schema.check_config(cfg)
+    if cfg.seeds > 1:
+        raise ValueError(f"seeds={cfg.seeds} repeats the runs of a sweep: add -m (asym-train -m … seeds={cfg.seeds}), "
+                         "or choose one run's seed with seed=N")
+    check_holdout(cfg, cfg.data.root)  # before Hydra's run directory: we are in the launch directory
+
+
+def check_holdout(cfg: DictConfig, root: str) -> None:
+    """With ``train.select_on=val``: ValueError if ``train.val_fraction`` cannot split the job's dataset (a class
+    left nothing to train on). A missing dataset is left to ``job_members``' own message."""
+    from . import data
+    if cfg.train.select_on != "val":
+        return
+    try:
+        data.check_holdout(str(cfg.dataset), root, int(cfg.seed), float(cfg.train.val_fraction), cfg.data.download,
+                           cfg.data.cache)
+    except data.DatasetMissing:
+        pass
 
 
 def sync() -> None:
