@@ -124,7 +124,7 @@ def test_selected_is_the_holdout_minimum_and_the_test_error_there(history, want)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["SGD", "BN+BM"])
+@pytest.mark.parametrize("model", ["SGD", "uSF+BM"])
 def test_select_on_val_chooses_on_the_holdout_and_never_reads_the_test_split(digits, tmp_path, model):
     proto = Protocol(epochs=2, lr_steps=[1], select_on="val", val_fraction=0.2)
     run = RunSpec(model, "digits", 10.0)
