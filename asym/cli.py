@@ -180,10 +180,6 @@ def run_one(cfg: DictConfig) -> list[dict]:
     except ValueError as e:
         raise UsageError(str(e)) from None
     protocol = schema.TrainConf(**OmegaConf.to_container(cfg.train, resolve=True)).protocol()
-    try:
-        check_holdout(cfg, to_absolute_path(cfg.data.root))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     try:  # before anything trains: the tracking server must take these credentials for writing
         tracking.require_write_access(cfg.tracking.uri, cfg.tracking.experiment)
     except tracking.AccessError as e:
@@ -287,8 +283,9 @@ def check_composed(overrides: list[str]) -> None:
 
 
 def check_holdout(cfg: DictConfig, root: str) -> None:
-    """With ``train.select_on=val``: ValueError if ``train.val_fraction`` cannot split the job's dataset (a class
-    left nothing to train on). A missing dataset is left to ``job_members``' own message."""
+    """With ``train.select_on=val``: ValueError if ``train.val_fraction`` cannot split the run's dataset (a class
+    left nothing to train on), before a single run starts (a sweep checks its plan: ``launcher.plan.plan``).
+    A missing dataset is left to ``job_members``' own message."""
     from . import data
     if cfg.train.select_on != "val":
         return
