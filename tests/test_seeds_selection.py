@@ -147,6 +147,29 @@ def test_select_on_val_chooses_on_the_holdout_and_never_reads_the_test_split(dig
     assert other["holdout"] == result["holdout"]
 
 
+@pytest.mark.parametrize("seeds", [1, 2, 3])
+def test_seeds_repeat_every_run_of_the_demo_sweep_once_per_seed(seeds):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    import asym.cli  # noqa: F401  (registers the sweeps and the sweeper)
+    from asym.launcher.plan import expand_seeds, job_values, select_jobs
+    GlobalHydra.instance().clear()
+    with initialize_config_module("asym.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["+sweep=demo", f"seeds={seeds}"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    sweeper = cfg.hydra.sweeper
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    base = select_jobs(BasicSweeper.split_arguments(parsed, None)[0], dict(sweeper.only_for_models))
+    jobs = [job_values(j) for j in expand_seeds(base, cfg.seeds)]
+    assert len(jobs) == 36 * seeds
+    seen = [tuple(sorted((k, str(v)) for k, v in j.items())) for j in jobs]
+    assert len(set(seen)) == len(seen)  # no run twice
+    assert [j.get("seed", 0) for j in jobs] == [s for s in range(seeds) for _ in range(36)]  # seed-major
+
+
 def asym(cwd, *args, timeout=600):
     return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
