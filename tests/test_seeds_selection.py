@@ -147,6 +147,19 @@ def test_select_on_val_chooses_on_the_holdout_and_never_reads_the_test_split(dig
     assert other["holdout"] == result["holdout"]
 
 
+@pytest.mark.slow
+def test_a_select_on_val_run_resumes_with_the_same_holdout_and_numbers(digits, tmp_path):
+    """The holdout is drawn again on resume (from the data seed), so a resumed run equals an uninterrupted one."""
+    run, proto = RunSpec("SGD", "digits", 10.0), Protocol(epochs=2, lr_steps=[5], select_on="val")
+    whole = train_run(run, digits, tmp_path / "whole", proto)
+    train_run(run, digits, tmp_path / "cut", replace(proto, epochs=1))  # stops after epoch 1, checkpoint kept
+    resumed = train_run(run, digits, tmp_path / "cut", proto)
+    assert resumed["timings"]["resumed_from_epoch"] == 1
+    assert resumed["epochs"] == whole["epochs"] and resumed["holdout"] == whole["holdout"]
+    assert {k: resumed[k] for k in (SELECTED_EPOCH, SELECTED_HOLDOUT_ERROR, SELECTED_ERROR)} == \
+        {k: whole[k] for k in (SELECTED_EPOCH, SELECTED_HOLDOUT_ERROR, SELECTED_ERROR)}
+
+
 @pytest.mark.parametrize("seeds", [1, 2, 3])
 def test_seeds_repeat_every_run_of_the_demo_sweep_once_per_seed(seeds):
     from hydra import compose, initialize_config_module
