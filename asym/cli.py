@@ -150,8 +150,18 @@ def finish_tracking(m: Member, result: dict) -> None:
         log.warning("%s finished but is not in MLflow yet; its record is %s (run asym-sync)", m.name,
                     m.out_dir / "result.json")
     if result["status"] not in (trainer.FAILED, trainer.INTERRUPTED):
-        log.info("%s: %s, best val error %.2f%% at epoch %s", m.name, result["status"], result[trainer.BEST_ERROR],
-                 result[trainer.BEST_EPOCH])
+        log.info("%s: %s, best val error %.2f%% at epoch %s; %s", m.name, result["status"], result[trainer.BEST_ERROR],
+                 result[trainer.BEST_EPOCH], selection_note(result))
+
+
+def selection_note(result: dict) -> str:
+    """How the run's number was chosen (``train.select_on``), for its end-of-run line."""
+    if result.get("select_on", "test") == "test":
+        return "select_on=test (the paper's: epoch chosen on the test split)"
+    if result.get(trainer.SELECTED_EPOCH) is None:
+        return "select_on=val: no epoch to select"
+    return (f"select_on=val: epoch {result[trainer.SELECTED_EPOCH]} chosen on the holdout "
+            f"({result[trainer.SELECTED_HOLDOUT_ERROR]:.2f}% there), test error {result[trainer.SELECTED_ERROR]:.2f}%")
 
 
 def checkpoint_path(members: list[Member]) -> Path:
@@ -283,6 +293,24 @@ def check_composed(overrides: list[str]) -> None:
     finally:
         GlobalHydra.instance().clear()
     schema.check_config(cfg)
+    if cfg.seeds > 1:
+        raise ValueError(f"seeds={cfg.seeds} repeats the runs of a sweep: add -m (asym-train -m … seeds={cfg.seeds}), "
+                         "or choose one run's seed with seed=N")
+    check_holdout(cfg, cfg.data.root)  # before Hydra's run directory: we are in the launch directory
+
+
+def check_holdout(cfg: DictConfig, root: str) -> None:
+    """With ``train.select_on=val``: ValueError if ``train.val_fraction`` cannot split the run's dataset (a class
+    left nothing to train on), before a single run starts (a sweep checks its plan: ``launcher.plan.plan``).
+    A missing dataset is left to ``job_members``' own message."""
+    from . import data
+    if cfg.train.select_on != "val":
+        return
+    try:
+        data.check_holdout(str(cfg.dataset), root, int(cfg.seed), float(cfg.train.val_fraction), cfg.data.download,
+                           cfg.data.cache)
+    except data.DatasetMissing:
+        pass
 
 
 def sync() -> None:

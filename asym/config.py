@@ -42,6 +42,7 @@ class Config:
     freeze: str = "none"            # none | bottom | top (Exp. C2)
     procedure: str = "standard"     # standard | large_batch (uSF+BM's second procedure)
     seed: int = 0
+    seeds: int = 1                  # a sweep (-m) repeats each of its runs with seed = 0 … seeds-1
     output_root: str = "runs"       # run directories (checkpoint.pt, result.json) live here
     tables: list[str] = field(default_factory=list)   # printed at the end of a multirun
     engine: str = "single"          # single: one run per job; group: a model's lr multipliers as one network
@@ -95,6 +96,7 @@ def _check_config(cfg: Any) -> None:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
     for m in cfg.lr_mults or []:
         RunSpec(cfg.model, cfg.dataset, float(m)).validate()
+    check_seeds(cfg.seeds)
     for key in ("output_root", "data.root", "tracking.experiment"):
         if not str(OmegaConf.select(cfg, key) or "").strip():
             raise ValueError(f"{key} must not be empty")
@@ -119,6 +121,13 @@ def named_protocols() -> dict[str, str]:
     from .tracking import protocol_hash
     names = sorted(f.name[:-5] for f in (resources.files("asym.conf") / "train").iterdir() if f.name.endswith(".yaml"))
     return {protocol_hash(asdict(train_option(n))): n for n in names if n != "schema"}
+
+
+def check_seeds(seeds: Any) -> int:
+    """``seeds``, the number of seeds a sweep runs each run with: a positive integer, else ValueError."""
+    if not (isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1):
+        raise ValueError(f"seeds must be a positive integer (each run of a sweep with seed = 0 … seeds-1), got {seeds!r}")
+    return seeds
 
 
 RUN_KEYS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
@@ -168,6 +177,8 @@ def check_overrides(args: list[str], groups: dict[str, list[str]]) -> None:
             continue
         if o.is_add() and key in keys:  # Hydra's rule: '+' appends a new key; '++' appends or overrides
             raise ValueError(f"'+{key}' adds a key the config already has; write {key}=… or ++{key}=…")
+        if key == "seeds" and o.is_sweep_override():
+            raise ValueError("seeds is a count, not a sweep axis: seeds=3 runs seeds 0, 1, 2 (or sweep seed=0,1,2)")
         if key not in keys:
             hint = difflib.get_close_matches(key, keys, n=1)
             raise ValueError(f"unknown config key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
@@ -180,6 +191,8 @@ def check_overrides(args: list[str], groups: dict[str, list[str]]) -> None:
                 raise ValueError(f"bad value for {key}: {str(e).splitlines()[0]}") from None
             if key in RUN_KEYS:
                 run_spec(cfg)
+            if key == "seeds":
+                check_seeds(cfg.seeds)
             if key == "engine" and v not in ENGINES:
                 raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {v!r}")
 

@@ -16,15 +16,15 @@ import weakref
 from pathlib import Path
 
 from .protocol import identity
-from .train import (BEST_EPOCH, BEST_ERROR, FAILED, INTERRUPTED, RUNNING, SELECTED_EPOCH, SELECTED_ERROR,
-                    SELECTED_HOLDOUT_ERROR)
+from .train import (BEST_EPOCH, BEST_ERROR, FAILED, HOLDOUT_ERROR, INTERRUPTED, RUNNING, SELECTED_EPOCH,
+                    SELECTED_ERROR, SELECTED_HOLDOUT_ERROR)
 
 log = logging.getLogger("asym.tracking")
 
 DEFAULT_EXPERIMENT = "weight-symmetry"
 DEFAULT_URI = "sqlite:///mlflow.db"
 VAL_METRIC = "val_error"  # per epoch, on the split the paper reports
-EPOCH_METRICS = (VAL_METRIC, "train_error", "train_loss", "lr")
+EPOCH_METRICS = (VAL_METRIC, "train_error", "train_loss", "lr", HOLDOUT_ERROR)  # holdout_error: select_on=val only
 RUN_TAGS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
 STATUS_TAG, HASH_TAG, COMMIT_TAG = "status", "config_hash", "git_commit"
 TABLES_TAG = "tables"   # with PROTOCOL_TAG, "Table 3, 65-epoch protocol" is one UI filter

@@ -57,18 +57,47 @@ def run_epoch(engine: Engine, data: TensorData, runs: list[RunSpec], proto: Prot
     records = [{"epoch": epoch, "train_loss": train_loss[k] / size, "train_error": 100.0 * train_wrong[k] / size,
                 "lr": lrs[k], "batch_size": bs} for k in range(engine.n)]
     finite = [math.isfinite(r["train_loss"]) for r in records]
+    measured = {}
     if any(finite):
         engine.calibrate_batchnorm(data.x_train, proto)
-        errors = engine.evaluate(data.x_test, data.y_test)
+        measured = measure(engine, data)
     for k, rec in enumerate(records):
-        rec["val_error"] = errors[k] if finite[k] else None
+        rec["val_error"] = None  # diverged: no error (a member whose loss is not finite)
+        if finite[k]:
+            rec.update({key: errors[k] for key, errors in measured.items()})
     return records
+
+
+def measure(engine: Engine, data: TensorData) -> dict[str, list[float]]:
+    """Every member's error (%) on the test split (``val_error``, the number the paper reports) and, when the
+    data has a holdout (``train.select_on=val``), on the holdout (``holdout_error``, the one selection reads)."""
+    out = {"val_error": engine.evaluate(data.x_test, data.y_test)}
+    if data.x_holdout is not None:
+        out[HOLDOUT_ERROR] = engine.evaluate(data.x_holdout, data.y_holdout)
+    return out
 
 
 def best_of(history: list[dict]) -> tuple[float | None, int | None]:
     """(best val_error, its epoch) over ``history``: the paper's number for a run (GUIDE item 7)."""
     scored = [(h["val_error"], h["epoch"]) for h in history if h.get("val_error") is not None]
     return min(scored) if scored else (None, None)
+
+
+def selected_of(history: list[dict], select_on: str) -> dict:
+    """The run's number as chosen by ``select_on`` (``train.select_on``), as ``result.json`` keys.
+
+    ``val``: the epoch of least ``holdout_error`` (epoch 0 included, the earliest on a tie), that error, and
+    the test error (``val_error``) at that epoch — the test split chooses nothing. ``test`` (the paper): the
+    epoch of least test error, ``best_epoch``/``best_val_error`` again, and no holdout error."""
+    if select_on == "test":
+        best, epoch = best_of(history)
+        return {SELECTED_EPOCH: epoch, SELECTED_HOLDOUT_ERROR: None, SELECTED_ERROR: best}
+    scored = [(h[HOLDOUT_ERROR], h["epoch"]) for h in history if h.get(HOLDOUT_ERROR) is not None]
+    if not scored:
+        return {SELECTED_EPOCH: None, SELECTED_HOLDOUT_ERROR: None, SELECTED_ERROR: None}
+    held, epoch = min(scored)
+    test = next(h["val_error"] for h in history if h["epoch"] == epoch)
+    return {SELECTED_EPOCH: epoch, SELECTED_HOLDOUT_ERROR: held, SELECTED_ERROR: test}
 
 
 def git_commit() -> str | None:
@@ -80,12 +109,13 @@ def git_commit() -> str | None:
 
 
 def make_result(run: RunSpec, proto: Protocol, history: list[dict], status: str, timings: dict,
-                config: dict | None = None, error: str | None = None) -> dict:
-    """A run's record, as written to its ``result.json``."""
+                config: dict | None = None, error: str | None = None, holdout: dict | None = None) -> dict:
+    """A run's record, as written to its ``result.json``; ``holdout``: what ``TensorData.hold_out`` recorded."""
     best, best_epoch = best_of(history)
     return {"run": asdict(run), "protocol": asdict(proto), "config": config or {}, "status": status,
-            BEST_ERROR: best, BEST_EPOCH: best_epoch, "epochs": history, "timings": timings,
-            "error": error, "version": __version__, "git_commit": git_commit()}
+            BEST_ERROR: best, BEST_EPOCH: best_epoch, "select_on": proto.select_on,
+            **selected_of(history, proto.select_on), **({"holdout": holdout} if holdout else {}),
+            "epochs": history, "timings": timings, "error": error, "version": __version__, "git_commit": git_commit()}
 
 
 class Interrupted(BaseException):
@@ -224,6 +254,8 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         stop.__enter__()
         device = torch.device(device)
         torch.manual_seed(runs[0].seed)
+        if proto.select_on == "val" and data.x_holdout is None:  # held out once, before anything trains
+            data = data.hold_out(proto.val_fraction)
         data = data.to(device)
         engine = Engine(runs, proto, data, device)
         state = Checkpoint(engine, Path(checkpoint) if checkpoint else out_dirs[0] / "checkpoint.pt")
@@ -248,8 +280,9 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
 
         if not state.histories[0]:  # epoch 0: the untrained net counts (GUIDE item 7)
             engine.calibrate_batchnorm(data.x_train, proto)
-            commit({k: {"epoch": 0, "val_error": err, "lr": proto.lr(1, runs[k].lr_mult)}
-                    for k, err in enumerate(engine.evaluate(data.x_test, data.y_test))})
+            measured = measure(engine, data)
+            commit({k: {"epoch": 0, **{key: errors[k] for key, errors in measured.items()},
+                        "lr": proto.lr(1, runs[k].lr_mult)} for k in range(n)})
         while RUNNING in state.statuses and state.epoch < proto.epochs:
             records = run_epoch(engine, data, runs, proto, state.epoch + 1)
             state.epoch += 1
@@ -258,7 +291,8 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
             progress.update(state.epoch, list(fresh.values()))
         statuses = [FINISHED if s == RUNNING else s for s in state.statuses]
         timings["seconds"] = time.time() - t0
-        results = [make_result(run, proto, state.histories[k], statuses[k], dict(timings), config)
+        results = [make_result(run, proto, state.histories[k], statuses[k], dict(timings), config,
+                               holdout=data.holdout)
                    for k, run in enumerate(runs)]
     except (Exception, Interrupted) as e:  # one failure path: every member keeps the epochs it finished
         stop.deferring = True  # a second Ctrl-C must not cut the records short
@@ -269,7 +303,8 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         for k, run in enumerate(runs):
             history = state.histories[k] if state is not None else []
             write_json(out_dirs[k] / "result.json",
-                       make_result(run, proto, history, status, dict(timings), config, f"{type(e).__name__}: {e}"))
+                       make_result(run, proto, history, status, dict(timings), config, f"{type(e).__name__}: {e}",
+                                   holdout=data.holdout))
         raise
     finally:
         stop.__exit__()

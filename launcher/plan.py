@@ -14,7 +14,7 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 
 from asym import data, tracking
-from asym.config import RUN_KEYS, TrainConf, check_config, run_spec
+from asym.config import RUN_KEYS, TrainConf, check_config, check_seeds, run_spec
 from asym.files import write_json
 
 PLAN_FILE = "runs.json"
@@ -62,6 +62,19 @@ def select_jobs(jobs: list[list[str]], only_for_models: dict[str, list[str]]) ->
     return out
 
 
+def expand_seeds(jobs: list[list[str]], seeds: int) -> list[list[str]]:
+    """``seeds=K``: every job K times, with ``seed=0`` … ``seed=K-1``, seed-major (all of seed 0 first, so a
+    sweep cut short still has whole tables of its first seeds). K = 1 leaves the jobs as they are (their own
+    ``seed``). ValueError if a job also sets ``seed``: two ways of choosing the seeds, one must go."""
+    if check_seeds(seeds) == 1:
+        return jobs
+    for job in jobs:
+        if "seed" in job_values(job):
+            raise ValueError(f"seeds={seeds} runs seeds 0 … {seeds - 1} and seed={job_values(job)['seed']} chooses "
+                             "one: use one of them (seeds=K, or seed=a,b,… for other seeds)")
+    return [[*job, f"seed={k}"] for k in range(seeds) for job in jobs]
+
+
 def _protocol(train_node) -> dict:
     return asdict(TrainConf(**OmegaConf.to_container(train_node, resolve=True)).protocol())
 
@@ -76,7 +89,7 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
     """
     from asym.analysis.tables import tables_of
     base = {k: config[k] for k in RUN_KEYS}
-    wanted, entries, composed = [], [], {}
+    wanted, entries, composed, holdouts = [], [], {}, set()
     for num, job in enumerate(jobs):
         kv = job_values(job)
         rest = tuple(o for o in job if parse(o).key_or_group not in RUN_KEYS and not parse(o).is_hydra_override())
@@ -89,13 +102,17 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
         run = run_spec(OmegaConf.create({**{k: v for k, v in base.items() if k not in deleted},
                                          **{k: kv[k] for k in RUN_KEYS if k in kv}}))
         wanted.append((run.dataset, str(root), download, run.seed))
+        if proto["select_on"] == "val":
+            holdouts.add((run.dataset, str(root), run.seed, proto["val_fraction"], download))
         fields = asdict(run)
         entries.append({"num": num, "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
                         "config_hash": tracking.config_hash(fields, proto),
-                        "protocol_hash": tracking.protocol_hash(proto),
+                        "protocol_hash": tracking.protocol_hash(proto), "select_on": proto["select_on"],
                         "tables": tables_of(run.model, run.freeze)})
     # every missing or incomplete dataset of the sweep in one message, not the first one found
     data.check_all(wanted, cache=config.data.get("cache"))
+    for name, root, seed, fraction, download in sorted(holdouts):  # select_on=val: each class keeps training images
+        data.check_holdout(name, root, seed, fraction, download, cache=config.data.get("cache"))
     return entries
 
 

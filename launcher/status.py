@@ -118,6 +118,7 @@ def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, in
         mine = runs if t == "all" else [r for r in runs if t in r["tables"]]
         c = Counter(r["state"] for r in mine)
         lines.append(f"{t:<8}{len(mine):>6}" + "".join(f"{c[s]:>12}" for s in STATES))
+    lines += ["", *selection_lines(runs), *seed_lines(runs)]
     failed = [r for r in runs if r["state"] == "failed"]
     if failed:
         lines += ["", "failed:"] + [f"  {r['name']}" + (f" (SLURM {r['job_id']}: {r['scheduler_state']})"
@@ -132,6 +133,40 @@ def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, in
     if total["unsynced"]:
         lines += ["", f"{total['unsynced']} runs finished but are not in MLflow yet: run asym-sync"]
     return "\n".join(lines)
+
+
+SELECTIONS = {"test": "the paper's: lr and epoch chosen on the test split",
+              "val": "lr and epoch chosen on a holdout of the training split; the test error there is reported"}
+
+
+def selection_lines(runs: list[dict]) -> list[str]:
+    """How the sweep's runs choose their number (``train.select_on``; plans before it existed: ``test``)."""
+    counts = Counter(r.get("select_on", "test") for r in runs)
+    return [f"selection: select_on={s} ({SELECTIONS.get(s, s)}), {n} runs" for s, n in sorted(counts.items())]
+
+
+def cell_of(run: dict) -> tuple:
+    """A cell: (model, dataset, freeze); its runs are every lr multiplier, procedure and seed of it."""
+    from asym.models import parse_model
+    return parse_model(run["model"]).label, run["dataset"], run.get("freeze", "none")
+
+
+def seed_lines(runs: list[dict]) -> list[str]:
+    """Runs done per seed, and how many cells are done at every seed of the sweep (error bars need them all)."""
+    def done(r: dict) -> bool:
+        return r["state"] in tracking.DONE
+    seeds = sorted({r["run"].get("seed", 0) for r in runs})
+    lines = []
+    for s in seeds:
+        mine = [r for r in runs if r["run"].get("seed", 0) == s]
+        lines.append(f"seed {s}: {sum(map(done, mine))}/{len(mine)} runs done")
+    cells: dict[tuple, list[dict]] = {}
+    for r in runs:
+        cells.setdefault(cell_of(r["run"]), []).append(r)
+    whole = sum(all(map(done, rs)) for rs in cells.values())
+    lines.append(f"cells with all {len(seeds)} seed{'s' if len(seeds) > 1 else ''} done: {whole}/{len(cells)} "
+                 "(model × dataset [× freeze], every lr multiplier and procedure)")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import glob
 import hashlib
 import logging
+import math
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +106,11 @@ CLASS_PROTOCOLS = {"caltech101": (102, 30, 10), "caltech256_101": (102, 30, 10),
 
 @dataclass
 class TensorData:
-    """Normalised train/test tensors of one dataset (x: N×C×H×W or N×D float32, y: N int64)."""
+    """Normalised train/test tensors of one dataset (x: N×C×H×W or N×D float32, y: N int64).
+
+    ``seed`` is the data seed that drew its random splits (``load``'s; the Caltech/PubFig class and image
+    choices); ``x_holdout``/``y_holdout`` are the part of the training split ``hold_out`` set aside (None: none).
+    """
 
     name: str
     arch: str
@@ -113,10 +119,67 @@ class TensorData:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    seed: int = 0
+    x_holdout: Optional[torch.Tensor] = None
+    y_holdout: Optional[torch.Tensor] = None
+    holdout: Optional[dict] = None   # what ``hold_out`` recorded: size, fraction, data_seed, digest
 
     def to(self, device) -> "TensorData":
-        return TensorData(self.name, self.arch, self.num_classes,
-                          *(t.to(device) for t in (self.x_train, self.y_train, self.x_test, self.y_test)))
+        move = (lambda t: None if t is None else t.to(device))
+        return replace(self, **{k: move(getattr(self, k)) for k in ("x_train", "y_train", "x_test", "y_test",
+                                                                    "x_holdout", "y_holdout")})
+
+    def hold_out(self, fraction: float) -> "TensorData":
+        """This data with a stratified ``fraction`` of the training split moved to ``x_holdout``/``y_holdout``
+        (``holdout_split`` from this data's ``seed``): trained on by nobody, used to choose the epoch and the
+        learning rate under ``train.select_on=val``. ValueError if a class would keep no training image."""
+        if self.x_holdout is not None:
+            raise ValueError(f"dataset {self.name!r} already has a holdout")
+        train_idx, holdout_idx = holdout_split(self.y_train, fraction, self.seed, self.name)
+        record = {"size": len(holdout_idx), "fraction": fraction, "data_seed": self.seed,
+                  "digest": index_digest(holdout_idx)}
+        return replace(self, x_train=self.x_train[train_idx], y_train=self.y_train[train_idx],
+                       x_holdout=self.x_train[holdout_idx], y_holdout=self.y_train[holdout_idx], holdout=record)
+
+
+def holdout_split(y: torch.Tensor, fraction: float, seed: int, name: str = "dataset") -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_idx, holdout_idx): a stratified holdout of the labels ``y`` (shape (N,)), both sorted, disjoint,
+    together ``range(N)``.
+
+    Class c of n_c images gives round(fraction·n_c) of them (half up) to the holdout, chosen by a generator
+    seeded with the data ``seed`` alone — every run of that data seed (any model, multiplier or run) holds out
+    the same images. So each class's share is within half an image of ``fraction``. ValueError (one line,
+    naming ``name``) if a class would keep no training image or the holdout would be empty.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    y = y.cpu()
+    train, held = [], []
+    for c in torch.unique(y).tolist():  # sorted classes: the draw does not depend on the images' order of classes
+        idx = (y == c).nonzero().flatten()
+        k = math.floor(fraction * len(idx) + 0.5)
+        if k >= len(idx):
+            raise ValueError(f"train.val_fraction={fraction:g} leaves class {c} of {name} ({len(idx)} training "
+                             "images) nothing to train on; use a smaller train.val_fraction")
+        perm = idx[torch.randperm(len(idx), generator=gen)]
+        held.append(perm[:k])
+        train.append(perm[k:])
+    holdout_idx, train_idx = torch.cat(held).sort().values, torch.cat(train).sort().values
+    if len(holdout_idx) == 0:
+        raise ValueError(f"train.val_fraction={fraction:g} holds out no image of {name}; use a larger one")
+    return train_idx, holdout_idx
+
+
+def index_digest(idx: torch.Tensor) -> str:
+    """A short digest of a set of indices (which images a holdout took), for ``result.json``."""
+    return hashlib.sha256(idx.cpu().to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+
+
+def check_holdout(name: str, root: str | Path, seed: int, fraction: float, download: bool = False,
+                  cache: str | Path | None = None) -> None:
+    """ValueError if ``holdout_split`` cannot split this dataset at ``fraction`` (it loads the dataset's labels:
+    the prepared cache when there is one). For the checks before a run or a sweep starts."""
+    ds = load(name, root, seed=seed, download=download, cache=cache)
+    holdout_split(ds.y_train, fraction, seed, ds.name)
 
 
 def info(name: str) -> DatasetInfo:
@@ -190,10 +253,11 @@ def cache_state(name: str, root: str | Path = "data", seed: int = 0, cache: str 
     return "stale" if others else "none"
 
 
-def _read_cache(path: Path, name: str, mmap: bool = False) -> TensorData | None:
+def _read_cache(path: Path, name: str, mmap: bool = False, seed: int = 0) -> TensorData | None:
     try:
         d = torch.load(path, weights_only=True, mmap=mmap)
-        return TensorData(name, d["arch"], d["num_classes"], d["x_train"], d["y_train"], d["x_test"], d["y_test"])
+        return TensorData(name, d["arch"], d["num_classes"], d["x_train"], d["y_train"], d["x_test"], d["y_test"],
+                          seed)
     except FileNotFoundError:
         return None
     except (RuntimeError, KeyError, EOFError, zipfile.BadZipFile, OSError) as e:  # damaged: rebuild it
@@ -211,7 +275,7 @@ def load(name: str, root: str | Path = "data", seed: int = 0, download: bool = F
     meta = info(name)
     root = Path(root).expanduser()
     path = cache_path(name, root, seed, cache)
-    if path.exists() and (d := _read_cache(path, name)) is not None:
+    if path.exists() and (d := _read_cache(path, name, seed=seed)) is not None:
         return d
     if download and meta.fetch and meta.reader != "digits":
         from . import remote
@@ -227,7 +291,7 @@ def load(name: str, root: str | Path = "data", seed: int = 0, download: bool = F
     xtr, xte = prepare(xtr, xte, arch)
     d = dict(arch=arch, num_classes=num_classes, x_train=xtr, y_train=ytr.long(), x_test=xte, y_test=yte.long())
     write_atomic(path, lambda tmp: torch.save(d, tmp))  # concurrent runs never read half a file
-    return TensorData(name, arch, num_classes, xtr, ytr.long(), xte, yte.long())
+    return TensorData(name, arch, num_classes, xtr, ytr.long(), xte, yte.long(), seed)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 On top of ``BasicSweeper`` (see ``asym.launcher.plan``):
 - ``only_for_models`` drops combinations that do not exist (``procedure=large_batch`` only for ``uSF+BM``,
   ``freeze=bottom|top`` only for Exp. C2's models) and identical runs are launched once (``BM1`` is ``BM``).
+- ``seeds=K`` repeats every run with seed 0 … K-1 (``plan.expand_seeds``), each its own run;
 - every run is validated and every dataset found on disk before anything is launched or queued;
   the plan is written to ``<sweep dir>/runs.json`` for ``asym-status``.
 - in-process, jobs run one at a time under a progress bar; other launchers get one batch.
@@ -54,6 +55,7 @@ class AsymSweeper(BasicSweeper):
         overrides = parser.parse_overrides(self._parse_config() + list(arguments))
         jobs = plan.select_jobs(BasicSweeper.split_arguments(overrides, None)[0], self.only_for_models)
         try:
+            jobs = plan.expand_seeds(jobs, self.config.seeds)
             entries = plan.plan(self.config, jobs, self._job_config)
         except (ValueError, DatasetMissing) as e:
             self._fail(str(e))
