@@ -10,7 +10,7 @@ from asym import data
 from asym.engine import Engine
 from asym.train import Protocol, RunSpec, train
 
-SHORT = dict(epochs=2, lr_steps=[])
+SHORT = dict(epochs=1, lr_steps=[])
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def digits():
 
 @pytest.mark.parametrize("model,amp,n", [("uSF+BN+BM", "bf16", 1), ("BN", "fp16", 1), ("uSF+BN+BM", "bf16", 2)])
 def test_amp_trains_digits(digits, tmp_path, model, amp, n):
-    """Two epochs of digits in autocast (a run, and a run group of two) learn, and give other numbers than
+    """An epoch of digits in autocast (a run, and a run group of two) learn, and give other numbers than
     float32 does: autocast really runs (amp is part of the protocol because of that)."""
     runs = [RunSpec(model, "digits", m) for m in (10, 1)[:n]]
     outs = [tmp_path / amp / str(k) for k in range(n)]
@@ -75,3 +75,70 @@ def test_asym_train_with_bf16_end_to_end(tmp_path):
     demo = asdict(train_option("demo"))
     assert run.data.tags["protocol_hash"] == protocol_hash({**demo, "epochs": 2, "amp": "bf16"})
     assert run.data.tags["protocol_hash"] != protocol_hash({**demo, "epochs": 2})
+
+
+MODES = ("usf", "nusf", "brsf", "frsf", "brsf-p25", "frsf-p25", "rndf", "bp")
+
+
+def every_mode_net() -> torch.nn.Sequential:
+    """A tiny net whose eight asymmetric layers use the eight feedback modes, so one compilation covers all."""
+    from torch import nn
+
+    from asym.models import PaperBatchNorm
+    from asym.nn import AsymConv2d, AsymLinear
+    convs = [AsymConv2d(c_in, 4, 3, padding=1, feedback=m, feedback_seed=i)
+             for i, (c_in, m) in enumerate(zip((1, 4, 4), MODES[:3]))]
+    fcs = [AsymLinear(f_in, f_out, feedback=m, feedback_seed=10 + i)
+           for i, (f_in, f_out, m) in enumerate(zip((64, 16, 16, 16, 16), (16, 16, 16, 16, 10), MODES[3:]))]
+    layers = [convs[0], nn.ReLU(), convs[1], PaperBatchNorm(4), nn.ReLU(), nn.MaxPool2d(2), convs[2], nn.ReLU(),
+              nn.Flatten()]
+    for fc in fcs:
+        layers += [fc, nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+@pytest.mark.slow
+def test_compiled_training_step_equals_eager_in_every_feedback_mode():
+    """torch.compile (inductor, CPU) of a net with every feedback mode trains like the eager net: the same
+    losses and parameters after a few SGD steps, within float tolerance (batchwise draws included). SGD: a
+    sign update (Batch Manhattan) turns a 1e-7 difference of a near-zero gradient into a different step."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from asym.optim import BatchManhattan
+    torch.manual_seed(0)
+    eager = every_mode_net()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin)
+    x, y = torch.randn(20, 1, 8, 8), torch.randint(0, 10, (20,))
+    losses = {}
+    for name, net, params in (("eager", eager, eager), ("compiled", compiled, twin)):
+        opt = BatchManhattan(params.parameters(), lr=0.05, setting=0)
+        losses[name] = []
+        for _ in range(4):
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[name].append(loss.item())
+    torch.testing.assert_close(losses["compiled"], losses["eager"], rtol=1e-5, atol=1e-6)
+    for a, b in zip(twin.parameters(), eager.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert losses["eager"][0] != losses["eager"][-1]  # the net did train
+
+
+@pytest.mark.slow
+def test_engine_with_compile_equals_eager(digits, tmp_path):
+    """train(..., compile=True) (train.compile=true) gives the eager run's per-epoch numbers within float
+    tolerance, and a checkpoint with the eager network's keys (so either resumes the other)."""
+    run, proto = RunSpec("RndF+BN", "digits", 10), Protocol(epochs=1, lr_steps=[])  # sign-free: see above
+    eager, = train([run], digits, [tmp_path / "eager"], proto)
+    compiled, = train([run], digits, [tmp_path / "compiled"], proto, compile=True)
+    for e, c in zip(eager["epochs"], compiled["epochs"]):
+        assert e.keys() == c.keys()
+        for k in e:
+            assert c[k] == pytest.approx(e[k], rel=1e-4, abs=0.2 if k.endswith("error") else 1e-6)  # 0.2 pp: one sample
+    a = torch.load(tmp_path / "eager" / "checkpoint.pt", weights_only=True)["net"]
+    b = torch.load(tmp_path / "compiled" / "checkpoint.pt", weights_only=True)["net"]
+    assert a.keys() == b.keys()
