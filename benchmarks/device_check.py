@@ -35,7 +35,7 @@ def steps(device: str, out: Path) -> list[dict]:
     """The plan: name, command (run from the repository root) and time limit in seconds."""
     py = sys.executable
     return [
-        {"name": "cuda-tests", "timeout": 240,
+        {"name": "cuda-tests", "timeout": 300,
          "command": [py, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-q", "-rs", "-p", "no:cacheprovider",
                      f"--junitxml={out / 'cuda-tests.xml'}"]},
         {"name": "bench-group", "timeout": 90,
