@@ -151,7 +151,8 @@ class AsymLinear(_AsymMixin, nn.Linear):
         self._name = f"AsymLinear({in_features}, {out_features}, feedback={self.feedback_spec.name})"
 
     def forward(self, input):
-        return AsymLinearFunction.apply(input, self.weight, self.bias, self._feedback_arg(), self._name)
+        v = self._feedback_arg()  # first: a batchwise draw breaks a compiled graph here with nothing on the stack
+        return AsymLinearFunction.apply(input, self.weight, self.bias, v, self._name)
 
     def extra_repr(self):
         return super().extra_repr() + f", feedback={self.feedback_spec.name}"
@@ -170,7 +171,8 @@ class AsymConv2d(_AsymMixin, nn.Conv2d):
         self._name = f"AsymConv2d({in_channels}, {out_channels}, feedback={self.feedback_spec.name})"
 
     def forward(self, input):
-        return AsymConv2dFunction.apply(input, self.weight, self.bias, self._feedback_arg(),
+        v = self._feedback_arg()  # first: a batchwise draw breaks a compiled graph here with nothing on the stack
+        return AsymConv2dFunction.apply(input, self.weight, self.bias, v,
                                         _pair(self.stride), _pair(self.padding), _pair(self.dilation),
                                         self.groups, self._name)
 
