@@ -142,3 +142,27 @@ def test_engine_with_compile_equals_eager(digits, tmp_path):
     a = torch.load(tmp_path / "eager" / "checkpoint.pt", weights_only=True)["net"]
     b = torch.load(tmp_path / "compiled" / "checkpoint.pt", weights_only=True)["net"]
     assert a.keys() == b.keys()
+
+
+@pytest.mark.parametrize("model", ["brSF+BN+BM", "brSF-p50", "uSF+BN"])
+def test_compiled_network_stops_compiling_after_the_first_steps(model):
+    """Once warm, a compiled Table 1 net runs without compiling again (a batchwise draw breaks the graph, but
+    what follows it must not be recompiled each step, which ends in torch's recompile limit and eager code).
+    The backend counts the graphs it is handed and runs them as they are, so this test compiles nothing slow."""
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    from asym.models import build_network
+    torch.manual_seed(0)
+    net = build_network("mnist", 10, model)
+    compiled = torch.compile(net, backend=counting_backend)
+    x, y = torch.randn(20, 1, 28, 28), torch.randint(0, 10, (20,))
+    net.train()
+    for step in range(6):
+        torch.nn.functional.cross_entropy(compiled(x), y).backward()
+        if step == 2:
+            warm = len(graphs)
+    assert warm > 0 and len(graphs) == warm
