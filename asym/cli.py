@@ -219,7 +219,8 @@ def run_one(cfg: DictConfig) -> list[dict]:
     try:
         results = trainer.train([m.run for m in members], ds, [m.out_dir for m in members], protocol, device_of(cfg),
                                 checkpoint=ckpt, on_epoch=lambda k, rec: members[k].tracker.log_epoch(rec),
-                                config=flat_params(cfg), title=members[0].name if len(members) == 1 else None)
+                                config=flat_params(cfg), title=members[0].name if len(members) == 1 else None,
+                                compile=cfg.train.compile)
     except trainer.Interrupted:
         for m in members:  # KILLED in MLflow with status=interrupted; the same command resumes it
             if (m.out_dir / "result.json").exists():

@@ -22,6 +22,7 @@ class DataConf:
 class TrainConf(Protocol):
     device: str = "auto"            # auto: cuda if available, else cpu
     threads: int = 0                # torch CPU threads; 0 leaves torch's default
+    compile: bool = False           # torch.compile the network: same numbers within float tolerance (not hashed)
 
     def protocol(self) -> Protocol:
         return Protocol(**{k: v for k, v in asdict(self).items() if k in Protocol.__dataclass_fields__})
@@ -94,6 +95,9 @@ def _check_config(cfg: Any) -> None:
         raise ValueError(f"train.threads must be an integer ≥ 0 (0: torch's default), got {train.threads!r}")
     if cfg.engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
+    if train.amp == "fp16" and cfg.engine == "group":
+        from .engine import FP16_GROUP_ERROR
+        raise ValueError(FP16_GROUP_ERROR)
     for m in cfg.lr_mults or []:
         RunSpec(cfg.model, cfg.dataset, float(m)).validate()
     check_seeds(cfg.seeds)

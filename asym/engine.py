@@ -5,6 +5,10 @@ N = 1 is an ordinary run on the plain Table 1 network. N > 1 is the HFTA-style w
 same weights, draw the same feedback and see the same batches. Either way the protocol loop
 (``asym.train``) sees the same few operations, on per-member tensors of shape (N,):
 ``set_lrs``, ``train_step``, ``evaluate``, ``calibrate_batchnorm`` and ``state_dict``/``load_state_dict``.
+
+Execution options: ``Protocol.amp`` (bf16/fp16) runs forward and loss in ``torch.autocast`` on the data's
+device type, fp16 with a ``torch.amp.GradScaler`` (it changes the numbers, so it is part of the protocol);
+``compile=True`` trains through ``torch.compile(net)`` (the same numbers within float tolerance).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from .models import batchnorm_layers, build_network, parse_model
 from .protocol import Protocol, RunSpec
 
 EVAL_BATCH = 1000
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # Protocol.amp → autocast's dtype
 
 
 @torch.no_grad()
@@ -40,16 +45,25 @@ def calibrate_batchnorm(net: nn.Module, x_train: torch.Tensor, rng: torch.Genera
         bn.calibrating = False
 
 
+FP16_GROUP_ERROR = ("train.amp=fp16 needs engine=single: its GradScaler skips the step of every member of a run "
+                    "group when one member's gradients overflow; use train.amp=bf16 for run groups")
+
+
 class Engine:
     """Network, optimizer and data order of a job of ``runs`` (N ≥ 1, equal ``RunSpec.group_key``).
 
-    Raises ValueError if the runs differ in anything but ``lr_mult``. Weights and feedback come from the
-    lead run's seed (``build_network``), the data order from a generator seeded with it.
+    Raises ValueError if the runs differ in anything but ``lr_mult``, or for ``amp=fp16`` with N > 1 (the
+    GradScaler skips a step for all members when one overflows, so a diverged member would stop the others).
+    Weights and feedback come from the lead run's seed (``build_network``), the data order from a generator
+    seeded with it. ``compile``: forward (and its backward) through ``torch.compile``, default backend.
     """
 
-    def __init__(self, runs: list[RunSpec], proto: Protocol, data: TensorData, device: torch.device):
+    def __init__(self, runs: list[RunSpec], proto: Protocol, data: TensorData, device: torch.device,
+                 compile: bool = False):
         if len({r.group_key() for r in runs}) != 1:
             raise ValueError("a group's runs must differ only in lr_mult")
+        if proto.amp == "fp16" and len(runs) > 1:
+            raise ValueError(FP16_GROUP_ERROR)
         lead, self.n = runs[0], len(runs)
         spec = parse_model(lead.model)
         in_features = data.x_train.shape[1] if data.x_train.dim() == 2 else None
@@ -59,6 +73,14 @@ class Engine:
         self.optimizer = GroupBatchManhattan(params, [proto.lr(1, r.lr_mult) for r in runs], momentum=proto.momentum,
                                              weight_decay=proto.weight_decay, setting=spec.setting)
         self.data_rng = torch.Generator().manual_seed(lead.seed)
+        self.amp, self.device_type = proto.amp, torch.device(device).type
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=proto.amp == "fp16")  # disabled: a no-op
+        self.forward = torch.compile(self.net) if compile else self.net  # shares self.net's parameters
+
+    def autocast(self):
+        """``torch.autocast`` for ``Protocol.amp`` on the data's device type; amp=none: a disabled one."""
+        return torch.autocast(self.device_type, dtype=AMP_DTYPES.get(self.amp, torch.bfloat16),
+                              enabled=self.amp != "none")
 
     def set_lrs(self, lrs: list[float]) -> None:
         """Member k's learning rate for the next steps."""
@@ -66,7 +88,7 @@ class Engine:
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, classes)."""
-        out = self.net(x)
+        out = self.forward(x)
         return out.reshape(out.shape[0], self.n, -1)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,14 +96,16 @@ class Engine:
 
         Returns per-member (loss summed over the batch, wrong predictions), shape (N,), on the device.
         """
-        out = self.logits(x)
-        if self.n == 1:  # F.cross_entropy's own mean: a plain run's numbers, bit for bit
-            losses = F.cross_entropy(out[:, 0], y)[None]
-        else:
-            losses = F.cross_entropy(out.transpose(1, 2), y[:, None].expand(-1, self.n), reduction="none").mean(0)
+        with self.autocast():
+            out = self.logits(x)
+            if self.n == 1:  # F.cross_entropy's own mean: a plain run's numbers, bit for bit
+                losses = F.cross_entropy(out[:, 0], y)[None]
+            else:
+                losses = F.cross_entropy(out.transpose(1, 2), y[:, None].expand(-1, self.n), reduction="none").mean(0)
         self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # member k's gradient is that of its own batch-mean loss
-        self.optimizer.step()
+        self.scaler.scale(losses.sum()).backward()  # member k's gradient is that of its own batch-mean loss
+        self.scaler.step(self.optimizer)  # fp16: unscales the gradients, skips the step if any is inf/NaN
+        self.scaler.update()
         return losses.detach() * len(y), (out.argmax(2) != y[:, None]).sum(0)
 
     @torch.no_grad()
@@ -90,15 +114,18 @@ class Engine:
         self.net.eval()
         wrong = torch.zeros(self.n, dtype=torch.long, device=y.device)
         for i in range(0, len(y), EVAL_BATCH):
-            wrong += (self.logits(x[i:i + EVAL_BATCH]).argmax(2) != y[i:i + EVAL_BATCH, None]).sum(0)
+            with self.autocast():
+                wrong += (self.logits(x[i:i + EVAL_BATCH]).argmax(2) != y[i:i + EVAL_BATCH, None]).sum(0)
         return [100.0 * int(w) / len(y) for w in wrong]
 
     def calibrate_batchnorm(self, x_train: torch.Tensor, proto: Protocol) -> None:
-        calibrate_batchnorm(self.net, x_train, self.data_rng, proto)
+        with self.autocast():  # eager: the statistics of the forward the evaluation runs
+            calibrate_batchnorm(self.net, x_train, self.data_rng, proto)
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "data_rng": self.data_rng.get_state(), "torch_rng": torch.get_rng_state()}
+                "data_rng": self.data_rng.get_state(), "torch_rng": torch.get_rng_state(),
+                "scaler": self.scaler.state_dict()}  # fp16: the loss scale and its growth tracker
 
     def load_state_dict(self, d: dict) -> None:
         """``d`` as loaded to the CPU: RNG states must stay CPU byte tensors; tensors move to the net's device."""
@@ -106,3 +133,5 @@ class Engine:
         self.optimizer.load_state_dict(d["optimizer"])
         self.data_rng.set_state(d["data_rng"])
         torch.set_rng_state(d["torch_rng"])
+        if d.get("scaler"):  # empty when saved without fp16
+            self.scaler.load_state_dict(d["scaler"])

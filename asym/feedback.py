@@ -149,9 +149,13 @@ class RandomMagnitudeSF(Feedback):
             m = torch.where(flips, -m, m)
         return m
 
+    @torch.compiler.disable  # a generator draw: runs eagerly, outside any torch.compile graph
+    def _redraw(self, device) -> None:
+        self.mask.copy_(self._draw(device))  # in place: compiled graphs keep seeing the same buffer
+
     def make(self, weight):
         if self.batchwise and self.training:
-            self.mask = self._draw(weight.device)
+            self._redraw(weight.device)
         return self.mask.to(weight.dtype) * sign(weight)
 
     def extra_repr(self):

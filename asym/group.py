@@ -21,15 +21,16 @@ import torch
 from torch import nn
 
 from .models import PaperBatchNorm
-from .nn import AsymConv2dFunction, AsymLinear, _AsymMixin
+from .nn import AsymConv2dFunction, AsymLinear, _AsymMixin, finish_grads, save_asym_context, saved_in_compute_dtype
 from .optim import BatchManhattan
 
 
 class GroupLinearFunction(torch.autograd.Function):
-    """N linear layers side by side on (B, N·in) → (B, N·out): batched matmuls; dL/dx through each V_i."""
+    """N linear layers side by side on (B, N·in) → (B, N·out): batched matmuls; dL/dx through each V_i.
+    Autocast and second derivatives as ``asym.nn.AsymLinearFunction`` (``feedback`` None: V = W)."""
 
     @staticmethod
-    def forward(input, weight, bias, feedback, shared_input):
+    def forward(input, weight, bias, feedback, shared_input, name):
         n, out_f, in_f = weight.shape
         x = input.unsqueeze(0).expand(n, -1, -1) if shared_input else input.view(len(input), n, in_f).transpose(0, 1)
         y = torch.bmm(x, weight.transpose(1, 2)) if bias is None else \
@@ -38,24 +39,25 @@ class GroupLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, bias, feedback, shared_input = inputs
-        ctx.save_for_backward(input, feedback)
+        input, weight, bias, feedback, shared_input, name = inputs
+        save_asym_context(ctx, input, weight, bias, feedback, output, name)
         ctx.shape, ctx.has_bias, ctx.shared_input = weight.shape, bias is not None, shared_input
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, feedback = ctx.saved_tensors
+        input, feedback = saved_in_compute_dtype(ctx)
+        grad_output = grad_output.to(ctx.dtype)
         n, out_f, in_f = ctx.shape
         g = grad_output.view(len(grad_output), n, out_f).transpose(0, 1)                      # (N, B, out)
         x = input.unsqueeze(0).expand(n, -1, -1) if ctx.shared_input else input.view(len(input), n, in_f).transpose(0, 1)
         grad_input = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_input = torch.bmm(g, feedback.to(g.dtype)).transpose(0, 1).reshape(input.shape)
+            grad_input = torch.bmm(g, feedback).transpose(0, 1).reshape(input.shape)
         if ctx.needs_input_grad[1]:
             grad_weight = torch.bmm(g.transpose(1, 2), x)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = g.sum(1).reshape(-1)
-        return grad_input, grad_weight, grad_bias, None, None
+        return (*finish_grads(ctx, (grad_input, grad_weight, grad_bias)), None, None, None)
 
 
 class _Stacked(nn.Module):
@@ -68,6 +70,7 @@ class _Stacked(nn.Module):
         self.bias = None if member.bias is None else nn.Parameter(
             member.bias.detach().repeat(n), requires_grad=member.bias.requires_grad)
         self.feedback_spec, self.feedback = member.feedback_spec, copy.deepcopy(member.feedback)
+        self._name = f"{type(self).__name__}(n={n}, {member._name})"
 
     def feedback_matrix(self) -> torch.Tensor:
         """V of every member, stacked: one draw per step (as each member alone), applied to each W_i."""
@@ -80,6 +83,9 @@ class _Stacked(nn.Module):
         self.feedback.train(training)
         return torch.stack([first, *rest]).reshape(w.shape)
 
+    def _feedback_arg(self) -> "torch.Tensor | None":
+        return None if self.feedback_spec.mode == "bp" else self.feedback_matrix()
+
 
 class GroupConv2d(_Stacked):
     """N convolutions as one: (B, C_in) shared input → N·C_out outputs, else grouped with groups = N."""
@@ -89,8 +95,8 @@ class GroupConv2d(_Stacked):
         self.stride, self.padding = list(member.stride), list(member.padding)
 
     def forward(self, x):
-        return AsymConv2dFunction.apply(x, self.weight, self.bias, self.feedback_matrix(), self.stride,
-                                        self.padding, [1, 1], 1 if self.shared_input else self.n)
+        return AsymConv2dFunction.apply(x, self.weight, self.bias, self._feedback_arg(), self.stride,
+                                        self.padding, [1, 1], 1 if self.shared_input else self.n, self._name)
 
 
 class GroupLinear(_Stacked):
@@ -100,7 +106,7 @@ class GroupLinear(_Stacked):
         super().__init__(member, n, member.weight.detach().repeat(n, 1, 1), shared_input)
 
     def forward(self, x):
-        return GroupLinearFunction.apply(x, self.weight, self.bias, self.feedback_matrix(), self.shared_input)
+        return GroupLinearFunction.apply(x, self.weight, self.bias, self._feedback_arg(), self.shared_input, self._name)
 
 
 def widen(member: nn.Sequential, n: int) -> nn.Sequential:

@@ -232,7 +232,7 @@ class Progress:
 def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], proto: Protocol | None = None,
           device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
           on_epoch: Callable[[int, dict], None] | None = None, config: dict | None = None,
-          title: str | None = None) -> list[dict]:
+          title: str | None = None, compile: bool = False) -> list[dict]:
     """Train ``runs`` (N ≥ 1, differing only in ``lr_mult``) as one job; their results in member order.
 
     Resumes from ``checkpoint`` (default ``out_dirs[0]/checkpoint.pt``, right for N = 1). After every epoch:
@@ -241,6 +241,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
     ``out_dirs[k]``, with every epoch it finished. Raises ValueError for runs that cannot share a job.
     SIGINT/SIGTERM raise ``Interrupted`` (status ``interrupted``; the epoch in progress is dropped, the
     checkpoint of the last finished one is kept, and calling ``train`` again resumes from it).
+    ``compile``: train through ``torch.compile`` (``Engine``; an execution option, not part of the protocol).
     """
     for r in runs:
         r.validate()
@@ -257,7 +258,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         if proto.select_on == "val" and data.x_holdout is None:  # held out once, before anything trains
             data = data.hold_out(proto.val_fraction)
         data = data.to(device)
-        engine = Engine(runs, proto, data, device)
+        engine = Engine(runs, proto, data, device, compile=compile)
         state = Checkpoint(engine, Path(checkpoint) if checkpoint else out_dirs[0] / "checkpoint.pt")
         timings["resumed_from_epoch"] = state.resume()
         if title is None:

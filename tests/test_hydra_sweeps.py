@@ -278,6 +278,8 @@ def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher)
     (["train.device=gpu"], "train.device must be auto, cpu, cuda, cuda:N or mps"),
     (["train.epochs=${nope}"], "Interpolation key 'nope' not found"),
     (["train.amp=fp8"], "train.amp must be one of none, bf16, fp16"),
+    (["engine=group", "train.amp=fp16"], "train.amp=fp16 needs engine=single"),
+    (["train.compile=maybe"], "bad value for train.compile"),
     (["train.select_on=train"], "train.select_on must be one of test, val"),
     (["train.select_on=val", "train.val_fraction=1"], "train.val_fraction must be in (0, 1)"),
 ])
