@@ -9,10 +9,11 @@ from pathlib import Path
 
 from asym import tracking
 from asym.files import write_atomic
+from asym.protocol import SELECTIONS
 
 from . import claims, figures, render
 from .render import render_tables, use_color
-from .tables import SELECTION, build_all, load_runs, select_protocol, table_keys
+from .tables import build_all, load_runs, select_protocol, table_keys
 
 FORMATS = ("terminal", "html", "latex", "markdown", "csv")
 
@@ -70,7 +71,7 @@ def tables(argv: list[str] | None = None) -> None:
     runs, line = one_protocol(read_runs(a.tracking_uri, a.experiment), a.protocol)
     cells_list = build_all(runs, keys, line)
     if a.claims:
-        text = claims.report({c.spec.key: c for c in cells_list}, SELECTION[cells_list[0].select_on])
+        text = claims.report({c.spec.key: c for c in cells_list}, SELECTIONS[cells_list[0].select_on])
     else:
         text = render_tables(cells_list, a.format, a.compare, use_color(a.color, a.out is None and sys.stdout.isatty()))
     if a.format == "terminal":
@@ -107,7 +108,7 @@ def report(argv: list[str] | None = None) -> None:
         body.append(f"<h2>{html_lib.escape(c.title)}</h2>")
         body.append(render.html(c, compare_paper=True))
     body.append("<h2>The paper's conclusions as checks</h2>")
-    checks = claims.report({c.spec.key: c for c in cells_list}, SELECTION[cells_list[0].select_on])
+    checks = claims.report({c.spec.key: c for c in cells_list}, SELECTIONS[cells_list[0].select_on])
     body.append(f'<pre style="white-space: pre-wrap">{html_lib.escape(checks)}</pre>')
     body.append("<h2>Figures</h2>")
     for p in paths:

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 
 from asym import tracking  # noqa: E402
 
-from .tables import CHOOSE_BY, SAME, Cells, baseline_column  # noqa: E402
+from .tables import SAME, Cells, baseline_column, ranked  # noqa: E402
 
 FLIP_P = (0, 25, 50, 75, 100)
 
@@ -68,10 +68,10 @@ def curve_data(uri: str | None, runs: pd.DataFrame, dataset_row: str, models: li
     mine = runs[(runs["row"] == dataset_row) & runs["status"].isin(tracking.DONE) & (runs["freeze"] == "none")]
     if models:
         mine = mine[mine["model"].isin(models)]
-    choose = CHOOSE_BY[mine[tracking.SELECT_ON_TAG].iloc[0] if len(mine) else "test"][0]
+    select_on = mine[tracking.SELECT_ON_TAG].iloc[0] if len(mine) else "test"
     if "seed" not in mine:
         mine = mine.assign(seed=0)
-    best = mine.dropna(subset=[choose]).sort_values(choose).drop_duplicates(["model", "seed"])
+    best = ranked(mine, select_on).drop_duplicates(["model", "seed"])  # each seed's run, as its cell chose it
     c = tracking.client(uri)
     out = []
     for model, group in best.groupby("model"):

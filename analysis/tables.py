@@ -14,7 +14,7 @@ paper's tables exactly: n = 1, no spread, nothing fragile.
 
 **Selection** (``select_on``). ``test``: the paper's choice, the least test error over epochs and
 multipliers (``best_val_error``). ``val``: per seed, the run whose ``selected_holdout_error`` (the error on
-10 % of the training split held out, at the epoch it chose) is least; its ``selected_error`` (test error at
+``train.val_fraction`` of the training split held out, at the epoch it chose) is least; its ``selected_error`` (test error at
 that epoch) is the cell. The two never share a table: ``select_on`` is part of the protocol hash.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pandas as pd
 from asym import tracking
 from asym.data import DATASETS, PAPER_DATASETS, info
 from asym.models import parse_model
-from asym.protocol import procedures_for
+from asym.protocol import SELECTIONS, procedures_for
 from asym.train import BEST_ERROR as BEST
 from asym.train import SELECTED_ERROR, SELECTED_HOLDOUT_ERROR
 
@@ -39,10 +39,18 @@ MARGIN = 3.0                                 # GUIDE item 10: highlight at ≥ 3
 WORSE, BETTER, SAME = "worse", "better", ""  # yellow, blue, plain
 COMPARE_ROW = {"Digits": "MNIST"}            # the demo set runs the MNIST net: compared with the paper's MNIST row
 NOISE_SE = 2.0                               # a difference within 2 standard errors is not told apart from noise
-SELECTION = {"test": "selected on the test split (the paper)",
-             "val": "selected on a held-out 10 % of the training split"}
 # per select_on: (the metric that chooses a seed's run, the metric reported for it)
 CHOOSE_BY = {"test": (BEST, BEST), "val": (SELECTED_HOLDOUT_ERROR, SELECTED_ERROR)}
+# among runs equally good on the choosing metric (a holdout of ~100 images ties often): the smaller multiplier,
+# then the standard procedure — a fixed rule, never MLflow's row order and never the test error
+TIE_BREAK = ("lr_mult", "procedure")
+
+
+def ranked(runs: pd.DataFrame, select_on: str) -> pd.DataFrame:
+    """``runs`` that have a number, best first: by the metric that chooses (``CHOOSE_BY``), then ``TIE_BREAK``.
+    The tables' cells and the learning curves take their runs from here."""
+    choose, report = CHOOSE_BY[select_on]
+    return runs.dropna(subset=[choose, report]).sort_values([choose, *TIE_BREAK], kind="stable")
 
 
 @dataclass(frozen=True)
@@ -201,7 +209,7 @@ class Cells:
     std: pd.DataFrame | None = None   # sample standard deviation over seeds (ddof = 1); NaN with n < 2
     n: pd.DataFrame | None = None     # seeds with a value
     seeds: dict[int, pd.DataFrame] | None = None  # seed → that seed's cells
-    select_on: str = "test"   # how each seed's run and epoch were chosen (SELECTION)
+    select_on: str = "test"   # how each seed's run and epoch were chosen (asym.protocol.SELECTIONS)
 
     def __post_init__(self):
         if self.n is None:  # one set of numbers (e.g. the paper's): n = 1 where there is a value
@@ -231,7 +239,7 @@ class Cells:
     @property
     def title(self) -> str:
         return (self.spec.title + (f" [{self.protocol.split(':')[0]}]" if self.protocol else "")
-                + f" — {SELECTION[self.select_on]}")
+                + f" — {SELECTIONS[self.select_on]}")
 
     @property
     def multi_seed(self) -> bool:
@@ -314,7 +322,7 @@ def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) ->
     select_on = runs[sel].iloc[0] if sel in runs and len(runs) else "test"
     if sel in runs and runs[sel].nunique() > 1:
         raise ValueError("a table never mixes select_on=test and select_on=val runs")
-    choose, report = CHOOSE_BY[select_on]
+    report = CHOOSE_BY[select_on][1]
     done = runs[runs["status"].isin(tracking.DONE)]
     if "seed" not in done:
         done = done.assign(seed=0)
@@ -333,9 +341,9 @@ def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) ->
         procedures = set(procedures_for(model, freeze))
         mine = done[(done["model"] == model) & (done["freeze"] == freeze)]
         for row in rows:
-            cell = mine[mine["row"] == row].dropna(subset=[choose, report])
+            cell = ranked(mine[mine["row"] == row], select_on)
             for seed, runs_of_seed in cell.groupby("seed"):
-                best = runs_of_seed.loc[runs_of_seed[choose].idxmin()]
+                best = runs_of_seed.iloc[0]
                 seeds[seed].loc[row, col] = best[report]
                 diverged.loc[row, col] |= best["status"] == "diverged"
             have = set(zip(cell["lr_mult"], cell["procedure"], cell["seed"]))

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from .models import PaperBatchNorm
-from .nn import AsymConv2dFunction, AsymLinear, _AsymMixin, finish_grads, save_asym_context, saved_in_compute_dtype
+from .nn import (AsymConv2dFunction, AsymLinear, _AsymMixin, feedback_arg, finish_grads, save_asym_context,
+                 saved_in_compute_dtype)
 from .optim import BatchManhattan
 
 
@@ -83,9 +84,6 @@ class _Stacked(nn.Module):
         self.feedback.train(training)
         return torch.stack([first, *rest]).reshape(w.shape)
 
-    def _feedback_arg(self) -> "torch.Tensor | None":
-        return None if self.feedback_spec.mode == "bp" else self.feedback_matrix()
-
 
 class GroupConv2d(_Stacked):
     """N convolutions as one: (B, C_in) shared input → N·C_out outputs, else grouped with groups = N."""
@@ -95,8 +93,9 @@ class GroupConv2d(_Stacked):
         self.stride, self.padding = list(member.stride), list(member.padding)
 
     def forward(self, x):
-        return AsymConv2dFunction.apply(x, self.weight, self.bias, self._feedback_arg(), self.stride,
-                                        self.padding, [1, 1], 1 if self.shared_input else self.n, self._name)
+        v = feedback_arg(self)  # before apply (feedback_arg)
+        return AsymConv2dFunction.apply(x, self.weight, self.bias, v, self.stride, self.padding, [1, 1],
+                                        1 if self.shared_input else self.n, self._name)
 
 
 class GroupLinear(_Stacked):
@@ -106,7 +105,8 @@ class GroupLinear(_Stacked):
         super().__init__(member, n, member.weight.detach().repeat(n, 1, 1), shared_input)
 
     def forward(self, x):
-        return GroupLinearFunction.apply(x, self.weight, self.bias, self._feedback_arg(), self.shared_input, self._name)
+        v = feedback_arg(self)  # before apply (feedback_arg)
+        return GroupLinearFunction.apply(x, self.weight, self.bias, v, self.shared_input, self._name)
 
 
 def widen(member: nn.Sequential, n: int) -> nn.Sequential:

@@ -119,6 +119,14 @@ class AsymConv2dFunction(torch.autograd.Function):
         return (*grads, None, None, None, None, None, None)
 
 
+def feedback_arg(layer) -> "torch.Tensor | None":
+    """What an asymmetric Function takes for ``layer`` (an AsymLinear/AsymConv2d or a run-group layer): its V for
+    this step, or None for bp (the backward then uses W itself, so second derivatives are exact). Call it
+    before ``Function.apply``: a batchwise draw then breaks a compiled graph with nothing on the stack (drawn
+    inside the call, it recompiles every step)."""
+    return None if layer.feedback_spec.mode == "bp" else layer.feedback_matrix()
+
+
 def _pair(v) -> list[int]:
     return [v, v] if isinstance(v, int) else list(v)
 
@@ -136,9 +144,6 @@ class _AsymMixin:
         """V for the current step (draws a new one for batchwise modes in training mode; W itself for bp)."""
         return self.feedback(self.weight.detach())
 
-    def _feedback_arg(self) -> "torch.Tensor | None":
-        """What the Function takes: None for bp (it then uses W itself, so second derivatives are exact)."""
-        return None if self.feedback_spec.mode == "bp" else self.feedback_matrix()
 
 
 class AsymLinear(_AsymMixin, nn.Linear):
@@ -151,7 +156,7 @@ class AsymLinear(_AsymMixin, nn.Linear):
         self._name = f"AsymLinear({in_features}, {out_features}, feedback={self.feedback_spec.name})"
 
     def forward(self, input):
-        v = self._feedback_arg()  # first: a batchwise draw breaks a compiled graph here with nothing on the stack
+        v = feedback_arg(self)  # before apply (feedback_arg)
         return AsymLinearFunction.apply(input, self.weight, self.bias, v, self._name)
 
     def extra_repr(self):
@@ -171,7 +176,7 @@ class AsymConv2d(_AsymMixin, nn.Conv2d):
         self._name = f"AsymConv2d({in_channels}, {out_channels}, feedback={self.feedback_spec.name})"
 
     def forward(self, input):
-        v = self._feedback_arg()  # first: a batchwise draw breaks a compiled graph here with nothing on the stack
+        v = feedback_arg(self)  # before apply (feedback_arg)
         return AsymConv2dFunction.apply(input, self.weight, self.bias, v,
                                         _pair(self.stride), _pair(self.padding), _pair(self.dilation),
                                         self.groups, self._name)

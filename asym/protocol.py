@@ -18,6 +18,8 @@ TWO_PROCEDURE_MODELS = ("uSF+BM",)             # the only model the paper runs w
 CLAMPED_MODELS = ("SGD", "RndF", "RndF+BN+BM", "uSF+BN+BM")  # Exp. C2 (Table 4): run with freeze=bottom|top
 AMP_CHOICES = ("none", "bf16", "fp16")         # train.amp: mixed precision (changes the numbers; none = the paper)
 SELECT_ON_CHOICES = ("test", "val")            # train.select_on: test = the paper's choice of lr and epoch
+SELECTIONS = {"test": "selected on the test split (the paper)",   # lr and epoch; how tables and status say it
+              "val": "selected on a holdout of the training split (train.val_fraction)"}
 
 
 def procedures_for(model: str, freeze: str = "none") -> tuple[str, ...]:

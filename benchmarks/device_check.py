@@ -5,14 +5,16 @@
 On a CUDA machine (about 5 minutes on one GPU; no network, no data beyond the bundled digits) it runs, each
 with its own time limit:
 
-1. ``pytest -m cuda tests/test_cuda.py`` — resume after SIGKILL on CUDA, autocast fp16/bf16, compiled ==
-   eager, run groups == single runs;
+1. ``pytest -m cuda tests/test_cuda.py tests/test_resume_devices.py`` — resume after SIGKILL on CUDA, a
+   checkpoint written on one device type resumed on the other, autocast fp16/bf16, compiled == eager, run
+   groups == single runs;
 2. ``benchmarks/bench_group.py --device cuda`` — model-steps/s of a plain loop, one run, groups of 5 and 35;
 3. ``benchmarks/bench_compile.py --device cuda`` — eager against ``train.compile=true`` on the Table 1 nets.
 
-With ``--dry-run``, or automatically when ``torch.cuda.is_available()`` is False, it lists what it would run,
-runs only the collection of the CUDA tests (they skip, each with its reason) and writes the same summary with
-every benchmark ``planned``. Writes ``OUT/device_check.json``, ``OUT/device_check.md`` and each step's output
+With ``--dry-run``, or automatically when ``torch.cuda.is_available()`` is False, it lists what it would run
+and writes the same summary with every benchmark ``planned``. Without CUDA it also runs the CUDA tests, which
+must all skip, each with its reason (a silent pass would hide the GPU path); with CUDA and ``--dry-run`` the
+tests are ``planned`` too. Writes ``OUT/device_check.json``, ``OUT/device_check.md`` and each step's output
 (``OUT/<step>.txt``). Exit code: 0 when every step passed (or, dry, was planned and the tests skipped), 1 else.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+CUDA_TEST_FILES = ("tests/test_cuda.py", "tests/test_resume_devices.py")  # the tests marked ``cuda`` live here
 
 
 def steps(device: str, out: Path) -> list[dict]:
@@ -36,7 +39,7 @@ def steps(device: str, out: Path) -> list[dict]:
     py = sys.executable
     return [
         {"name": "cuda-tests", "timeout": 300,
-         "command": [py, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-q", "-rs", "-p", "no:cacheprovider",
+         "command": [py, "-m", "pytest", "-m", "cuda", *CUDA_TEST_FILES, "-q", "-rs", "-p", "no:cacheprovider",
                      f"--junitxml={out / 'cuda-tests.xml'}"]},
         {"name": "bench-group", "timeout": 90,
          "command": [py, "benchmarks/bench_group.py", "--device", device, "--steps", "10", "--repeats", "3"]},
@@ -97,7 +100,7 @@ def markdown(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="device-check", help="directory for the JSON, the Markdown and each step's output")
-    ap.add_argument("--dry-run", action="store_true", help="list the plan; run only the CUDA tests' collection")
+    ap.add_argument("--dry-run", action="store_true", help="list the plan, run nothing on a GPU (without CUDA: the CUDA tests run and must skip)")
     ap.add_argument("--device", default="cuda")
     a = ap.parse_args(argv)
     out = Path(a.out).resolve()
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: dry run (the CUDA tests skip with their reason; the benchmarks are listed)")
     for s in plan:
         s["command_line"] = " ".join(s["command"])
-        if dry and s["name"] != "cuda-tests":
+        if dry and (cuda or s["name"] != "cuda-tests"):  # without CUDA the tests run: they must skip
             s["status"] = "planned"
             print(f"  would run ({s['timeout']} s limit): {s['command_line']}", flush=True)
             continue
@@ -122,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     tests = junit(out / "cuda-tests.xml")
     summary = {"mode": mode, "device": device, "torch": torch.__version__, "python": platform.python_version(),
                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": plan, "cuda_tests": tests}
-    if dry:  # without a device every CUDA test must skip, with its reason: a silent pass would hide the GPU path
+    if dry and cuda:  # a plan only
+        ok = True
+    elif dry:  # without a device every CUDA test must skip, with its reason: a silent pass would hide the GPU path
         ok = tests.get("skipped", 0) > 0 and tests.get("passed", 1) == 0 and tests.get("failed", 1) == 0 \
             and all(reason for reason in tests.get("skip_reasons", {}))
-        if not cuda:
-            plan[0]["status"] = "skipped" if ok else "failed"
+        plan[0]["status"] = "skipped" if ok else "failed"
     else:
         ok = all(s["status"] == "passed" for s in plan)
     (out / "device_check.json").write_text(json.dumps(summary, indent=1))

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from asym import tracking
+from asym.protocol import SELECTIONS
 
 from . import plan
 from .progress import text_bar
@@ -133,10 +134,6 @@ def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, in
     if total["unsynced"]:
         lines += ["", f"{total['unsynced']} runs finished but are not in MLflow yet: run asym-sync"]
     return "\n".join(lines)
-
-
-SELECTIONS = {"test": "the paper's: lr and epoch chosen on the test split",
-              "val": "lr and epoch chosen on a holdout of the training split; the test error there is reported"}
 
 
 def selection_lines(runs: list[dict]) -> list[str]:

@@ -144,8 +144,9 @@ def test_engine_with_compile_equals_eager(digits, tmp_path):
     assert a.keys() == b.keys()
 
 
+@pytest.mark.parametrize("members", [1, 2])  # 2: the widened network of a run group (engine=group)
 @pytest.mark.parametrize("model", ["brSF+BN+BM", "brSF-p50", "uSF+BN"])
-def test_compiled_network_stops_compiling_after_the_first_steps(model):
+def test_compiled_network_stops_compiling_after_the_first_steps(model, members):
     """Once warm, a compiled Table 1 net runs without compiling again (a batchwise draw breaks the graph, but
     what follows it must not be recompiled each step, which ends in torch's recompile limit and eager code).
     The backend counts the graphs it is handed and runs them as they are, so this test compiles nothing slow."""
@@ -157,7 +158,9 @@ def test_compiled_network_stops_compiling_after_the_first_steps(model):
 
     from asym.models import build_network
     torch.manual_seed(0)
+    from asym.group import widen
     net = build_network("mnist", 10, model)
+    net = net if members == 1 else widen(net, members)
     compiled = torch.compile(net, backend=counting_backend)
     x, y = torch.randn(20, 1, 28, 28), torch.randint(0, 10, (20,))
     net.train()

@@ -139,11 +139,21 @@ def test_a_generator_state_goes_back_to_its_own_device_type(mode):
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], fresh(w))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.cuda  # run by benchmarks/device_check.py
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False); "
+                    "run python benchmarks/device_check.py on a GPU machine")
 @pytest.mark.parametrize("write,read", [("cuda", "cpu"), ("cpu", "cuda"), ("cuda", "cuda")])
 def test_a_checkpoint_written_on_one_device_resumes_on_another(digits, tmp_path, write, read):
+    """A checkpoint of epoch 1 resumes on the other device type (and twice the same way); on the device that
+    wrote it, the resumed run equals an uninterrupted one epoch for epoch."""
     runs = members("brSF+BN+BM", 1)
-    with pytest.raises(RuntimeError, match="stopped here"):
-        train(runs, digits, [tmp_path], SHORT, device=write, on_epoch=stop_after(1))
-    res = train(runs, digits, [tmp_path], SHORT, device=read)
-    assert res[0]["status"] == "finished" and res[0]["timings"]["resumed_from_epoch"] == 1
+    results = []
+    for attempt in ("a", "b"):
+        with pytest.raises(RuntimeError, match="stopped here"):
+            train(runs, digits, [tmp_path / attempt], SHORT, device=write, on_epoch=stop_after(1))
+        results.append(train(runs, digits, [tmp_path / attempt], SHORT, device=read)[0])
+    assert all(r["status"] == "finished" and r["timings"]["resumed_from_epoch"] == 1 for r in results)
+    assert results[0]["epochs"] == results[1]["epochs"], "two resumes of one checkpoint differ"
+    if write == read:
+        whole = train(runs, digits, [tmp_path / "whole"], SHORT, device=read)[0]
+        assert results[0]["epochs"] == whole["epochs"]

@@ -169,7 +169,7 @@ def test_select_on_val_picks_by_holdout_reports_selected_error_and_never_mixes(v
         build(TABLES["2"], runs)
     val_runs, _ = select_protocol(runs)  # the protocol with the most runs: the val one
     t2 = build(TABLES["2"], val_runs)
-    assert t2.select_on == "val" and "selected on a held-out 10 % of the training split" in t2.title
+    assert t2.select_on == "val" and "selected on a holdout of the training split" in t2.title
     # seed 0: holdout 5 < 6 → lr×1, its selected_error 12 (not the least test error 7, nor selected 9);
     # seed 1: holdout 4 < 7 → lr×10, 13
     assert [t2.seeds[s].loc["MNIST", "SGD"] for s in (0, 1)] == [12.0, 13.0]
@@ -184,6 +184,19 @@ def test_select_on_val_picks_by_holdout_reports_selected_error_and_never_mixes(v
     mixed.loc[mixed.index[0], "select_on"] = "test"
     with pytest.raises(ValueError, match="never mixes"):
         build(TABLES["2"], mixed)
+
+
+@pytest.mark.parametrize("order", ["as_logged", "reversed", "shuffled"])
+def test_a_tie_on_the_holdout_is_broken_by_a_fixed_rule_not_by_row_order(val_store, order):
+    """Seed 0's two SGD runs tie on the holdout (lr×1 and lr×10 both 5.0) with different test errors: in every
+    row order the cell takes the smaller multiplier (TIE_BREAK), never the better test error."""
+    runs, _ = select_protocol(load_runs(val_store))
+    tie = (runs["model"] == "SGD") & (runs["seed"] == 0)
+    runs.loc[tie, "selected_holdout_error"] = 5.0
+    runs = {"as_logged": runs, "reversed": runs.iloc[::-1],
+            "shuffled": runs.sample(frac=1.0, random_state=3)}[order]
+    t2 = build(TABLES["2"], runs)
+    assert t2.seeds[0].loc["MNIST", "SGD"] == 12.0  # lr×1's selected_error; lr×10's is 9.0
 
 
 def test_figures_with_spread(store, t2, tmp_path):
