@@ -297,21 +297,6 @@ def check_composed(overrides: list[str]) -> None:
     if cfg.seeds > 1:
         raise ValueError(f"seeds={cfg.seeds} repeats the runs of a sweep: add -m (asym-train -m … seeds={cfg.seeds}), "
                          "or choose one run's seed with seed=N")
-    check_holdout(cfg, cfg.data.root)  # before Hydra's run directory: we are in the launch directory
-
-
-def check_holdout(cfg: DictConfig, root: str) -> None:
-    """With ``train.select_on=val``: ValueError if ``train.val_fraction`` cannot split the run's dataset (a class
-    left nothing to train on), before a single run starts (a sweep checks its plan: ``launcher.plan.plan``).
-    A missing dataset is left to ``job_members``' own message."""
-    from . import data
-    if cfg.train.select_on != "val":
-        return
-    try:
-        data.check_holdout(str(cfg.dataset), root, int(cfg.seed), float(cfg.train.val_fraction), cfg.data.download,
-                           cfg.data.cache)
-    except data.DatasetMissing:
-        pass
 
 
 def sync() -> None:

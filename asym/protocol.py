@@ -46,7 +46,7 @@ class Protocol:
     # at the paper's value it is left out of the hash, so runs logged before the option existed keep theirs.
     amp: str = "none"           # none | bf16 | fp16 (autocast; fp16 with a GradScaler)
     select_on: str = "test"     # test: lr and epoch chosen on the test split (the paper); val: on a holdout
-    val_fraction: float = 0.1   # with select_on=val: the stratified share of the training split held out
+    val_fraction: float = 0.1   # with select_on=val: the stratified share of the training split held out (< 0.5)
 
     def identity(self) -> dict:
         """What defines this protocol's numbers, as hashed (``asym.tracking.protocol_hash``): every field,
@@ -85,8 +85,10 @@ class Protocol:
             raise bad("amp", "one of " + ", ".join(AMP_CHOICES))
         if self.select_on not in SELECT_ON_CHOICES:
             raise bad("select_on", "one of " + ", ".join(SELECT_ON_CHOICES))
-        if not (is_number(self.val_fraction) and 0 < self.val_fraction < 1):
-            raise bad("val_fraction", "in (0, 1)")
+        # below one half, every class of n ≥ 1 images keeps round(f·n) < n of them to train on: a rule checked
+        # here, from the value alone, instead of by loading every dataset before a sweep starts
+        if not (is_number(self.val_fraction) and 0 < self.val_fraction < 0.5):
+            raise bad("val_fraction", "in (0, 0.5), so every class keeps training images")
         return self
 
     def lr(self, epoch: int, mult: float) -> float:

@@ -89,7 +89,7 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
     """
     from asym.analysis.tables import tables_of
     base = {k: config[k] for k in RUN_KEYS}
-    wanted, entries, composed, holdouts = [], [], {}, set()
+    wanted, entries, composed = [], [], {}
     for num, job in enumerate(jobs):
         kv = job_values(job)
         rest = tuple(o for o in job if parse(o).key_or_group not in RUN_KEYS and not parse(o).is_hydra_override())
@@ -102,8 +102,6 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
         run = run_spec(OmegaConf.create({**{k: v for k, v in base.items() if k not in deleted},
                                          **{k: kv[k] for k in RUN_KEYS if k in kv}}))
         wanted.append((run.dataset, str(root), download, run.seed))
-        if proto["select_on"] == "val":
-            holdouts.add((run.dataset, str(root), run.seed, proto["val_fraction"], download))
         fields = asdict(run)
         entries.append({"num": num, "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
                         "config_hash": tracking.config_hash(fields, proto),
@@ -111,8 +109,6 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
                         "tables": tables_of(run.model, run.freeze)})
     # every missing or incomplete dataset of the sweep in one message, not the first one found
     data.check_all(wanted, cache=config.data.get("cache"))
-    for name, root, seed, fraction, download in sorted(holdouts):  # select_on=val: each class keeps training images
-        data.check_holdout(name, root, seed, fraction, download, cache=config.data.get("cache"))
     return entries
 
 

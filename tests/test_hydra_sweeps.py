@@ -281,7 +281,7 @@ def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher)
     (["engine=group", "train.amp=fp16"], "train.amp=fp16 needs engine=single"),
     (["train.compile=maybe"], "bad value for train.compile"),
     (["train.select_on=train"], "train.select_on must be one of test, val"),
-    (["train.select_on=val", "train.val_fraction=1"], "train.val_fraction must be in (0, 1)"),
+    (["train.select_on=val", "train.val_fraction=1"], "train.val_fraction must be in (0, 0.5)"),
 ])
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["run", "multirun"])

@@ -239,8 +239,8 @@ def test_seeds_sweep_runs_every_run_per_seed_then_skips_them(tmp_path):
     ("multirun", ["seeds=3", "seed=1"], "seeds=3 runs seeds 0 … 2 and seed=1 chooses one"),
     ("multirun", ["seeds=2", "seed=0,1"], "seeds=2 runs seeds 0 … 1 and seed=0 chooses one"),
     ("run", ["seeds=3"], "seeds=3 repeats the runs of a sweep: add -m"),
-    ("run", ["train.select_on=val", "train.val_fraction=0.999"], "leaves class 0 of digits"),
-    ("multirun", ["train.select_on=val", "train.val_fraction=0.999"], "leaves class 0 of digits"),
+    ("run", ["train.select_on=val", "train.val_fraction=0.5"], "train.val_fraction must be in (0, 0.5)"),
+    ("multirun", ["train.select_on=val", "train.val_fraction=0.999"], "train.val_fraction must be in (0, 0.5)"),
 ])
 def test_bad_seeds_and_holdouts_are_one_line_and_write_nothing(tmp_path, mode, args, message):
     res = asym(tmp_path, "asym-train", *(["-m", "model=SGD,BN"] if mode == "multirun" else []), "dataset=digits",

@@ -174,14 +174,6 @@ def index_digest(idx: torch.Tensor) -> str:
     return hashlib.sha256(idx.cpu().to(torch.int64).numpy().tobytes()).hexdigest()[:16]
 
 
-def check_holdout(name: str, root: str | Path, seed: int, fraction: float, download: bool = False,
-                  cache: str | Path | None = None) -> None:
-    """ValueError if ``holdout_split`` cannot split this dataset at ``fraction`` (it loads the dataset's labels:
-    the prepared cache when there is one). For the checks before a run or a sweep starts."""
-    ds = load(name, root, seed=seed, download=download, cache=cache)
-    holdout_split(ds.y_train, fraction, seed, ds.name)
-
-
 def info(name: str) -> DatasetInfo:
     if name in DATASETS:
         return DATASETS[name]
