@@ -2,8 +2,9 @@
 
 A strategy is a small ``nn.Module`` owned by one asymmetric layer. Calling it with W returns V for
 the current mini-batch. Random draws come from the strategy's own ``torch.Generator``, seeded at
-construction; the generator state travels in ``state_dict`` (``get_extra_state``) so a resumed run
-draws exactly the same V sequence as an uninterrupted one.
+construction; the generator state travels in ``state_dict`` (``get_extra_state``) so a run resumed on
+the same device type draws exactly the same V sequence as an uninterrupted one (on another device type it
+continues with a stream seeded from that state: ``Feedback.generator``).
 
 Batchwise strategies (brSF, brSF-p) redraw on every training-mode call, i.e. once per mini-batch;
 fixed ones (frSF, frSF-p, RndF) draw once, at construction. sign(0) = +1 (GUIDE item 2).
