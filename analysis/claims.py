@@ -179,8 +179,8 @@ def _bm_with_bn_often(tables):
         return Verdict(UNDETERMINED, "no dataset has both BN and BN+BM (Table 2)")
     k = sum(g > 0 for g in gains.values())
     return Verdict(SUPPORTED if k > OFTEN * len(gains) else CONTRADICTED,
-                   f"BN+BM below BN on {k} of {len(gains)} datasets: "
-                   + ", ".join(f"{row} {g:+.2f}" for row, g in gains.items()))
+                   f"BN+BM below BN on {k} of {len(gains)} datasets (BN − BN+BM > 0): "
+                   + ", ".join(f"{row} BN − BN+BM {g:+.2f}" for row, g in gains.items()))
 
 
 def _bm_small_sets(tables):

@@ -381,7 +381,8 @@ class Agreement:
         rho = self.rank_corr.dropna()
         return (f"{self.cells} cells vs paper: {self.within_1} within ±1 pp ({self.within_1 / self.cells:.0%}), "
                 f"{self.within_3} within ±3 pp ({self.within_3 / self.cells:.0%}); highlight colour matches "
-                f"{self.highlight_match:.0%}; median rank correlation per dataset "
+                + (f"{self.highlight_match:.0%}" if not math.isnan(self.highlight_match) else "n/a (no cell to colour)")
+                + "; median rank correlation per dataset "
                 + (f"ρ = {rho.median():.2f}" if len(rho) else "n/a")
                 + (f"; the paper's number inside our mean ± 2 SE in {self.within_2se} of {self.multi_seed} "
                    "multi-seed cells" if self.multi_seed else ""))

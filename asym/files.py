@@ -8,11 +8,20 @@ from pathlib import Path
 from typing import Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path`` (POSIX-atomic)."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path`` (POSIX-atomic).
+    The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask), not mkstemp's 0600:
+    run records on a shared disk stay readable by the team and by an MLflow server running as another user."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         write(Path(tmp))

@@ -214,6 +214,8 @@ class Progress:
         if sys.stderr.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=total, initial=start, desc=title, unit="ep", leave=False)
+        if start:
+            print(f"[{title}] resuming after epoch {start} of {total} (its checkpoint)", flush=True)
 
     def update(self, epoch: int, records: list[dict]) -> None:
         vals = ", ".join(f"{r['val_error']:.2f}%" if r.get("val_error") is not None else "diverged" for r in records)

@@ -193,7 +193,7 @@ def tiny_npz(path, seed=0):
 def test_sweep_plan_is_hydras_parse_and_matches_mlflow(tmp_path):
     """Hydra's grammar, not string splits: a quoted value with a space, '=', ',' and '+'; an escaped comma;
     ``++key=`` sweeps; ``choice(…)``. Every job's hash in runs.json is the config_hash of the MLflow run it made,
-    and every planned run is distinct."""
+    and every planned run is distinct; the sweep ends with its tables."""
     import json
     odd = tiny_npz(tmp_path / "data" / "my data=1,+x.npz")
     comma = tiny_npz(tmp_path / "data" / "a,b.npz", seed=1)
@@ -216,6 +216,8 @@ def test_sweep_plan_is_hydras_parse_and_matches_mlflow(tmp_path):
         assert by_hash[e["config_hash"]] == (e["run"]["dataset"], str(e["run"]["lr_mult"]), str(e["run"]["seed"]))
     assert set(df["tags.mlflow.runName"]) == {e["name"] for e in planned}
     assert {n.split(" · ")[0] for n in df["tags.mlflow.runName"]} == {"my data=1,+x", "a,b"}
+    # an ad-hoc sweep (no sweep file's ``tables``) ends with the tables its runs feed, its two seeds as mean ± std (n)
+    assert "Table 2" in res.stdout and " ± " in res.stdout and " (2)" in res.stdout, res.stdout[-3000:]
 
 
 @pytest.mark.parametrize("args,message", [

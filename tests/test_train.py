@@ -166,3 +166,18 @@ def test_sigkill_and_resume_is_identical(tmp_path, mults):
         assert b["timings"]["resumed_from_epoch"] == resumed_from
         assert len(a["epochs"]) == epochs + 1
         assert a["epochs"] == b["epochs"] and a["best_val_error"] == b["best_val_error"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_run_records_get_the_mode_the_umask_gives(digits, tmp_path, umask):
+    """result.json and checkpoint.pt are written atomically (a temporary file, then a rename); they must still
+    get 0666 less the umask, as a plain open() gives — mkstemp's 0600 hid them from the team on a shared disk."""
+    from asym.files import write_json
+    old = os.umask(umask)
+    try:
+        train_run(RunSpec("SGD", "digits", 10), digits, tmp_path / "run", Protocol(epochs=1, lr_steps=[]))
+        write_json(tmp_path / "plain.json", {"a": 1})
+    finally:
+        os.umask(old)
+    for name in ("run/result.json", "run/checkpoint.pt", "plain.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

@@ -133,7 +133,8 @@ class AsymSweeper(BasicSweeper):
         sys.exit(2)
 
     def _print_tables(self, entries: List[dict]) -> None:
-        tables = list(self.config.get("tables") or [])
+        # the sweep file's tables, else every table the sweep's runs feed (an ad-hoc ``-m model=…`` sweep too)
+        tables = list(self.config.get("tables") or sorted({t for e in entries for t in e["tables"]}))
         if tables:
             from collections import Counter
 
