@@ -75,6 +75,8 @@ class Engine:
         self.data_rng = torch.Generator().manual_seed(lead.seed)
         self.amp, self.device_type = proto.amp, torch.device(device).type
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=proto.amp == "fp16")  # disabled: a no-op
+        if compile:  # a new job's network: earlier jobs' compiled code in this process (runs_per_task) would count
+            torch.compiler.reset()  # towards dynamo's per-code recompile limit, past which it silently runs eager
         self.forward = torch.compile(self.net) if compile else self.net  # shares self.net's parameters
 
     def autocast(self):

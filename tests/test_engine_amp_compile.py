@@ -13,6 +13,15 @@ from asym.train import Protocol, RunSpec, train
 SHORT = dict(epochs=1, lr_steps=[])
 
 
+@pytest.fixture(autouse=True)
+def fresh_compiler():
+    """Each test starts with torch.compile's caches empty: earlier compiles of the same layer code (other tests,
+    other modules) count towards dynamo's per-code recompile limit, after which it silently runs eager."""
+    torch.compiler.reset()
+    yield
+    torch.compiler.reset()
+
+
 @pytest.fixture(scope="module")
 def digits():
     return data.load("digits", cache=os.environ.get("ASYM_CACHE"))
