@@ -146,7 +146,8 @@ INI
   echo $! > "$STATE/mlflow.pid"
   wait_for "the MLflow server (see $STATE/mlflow.log)" 120 curl -sf "$MLFLOW_URI/health"
   MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=$(cat "$AUTH/admin.password") \
-    "$PY" "$(dirname "$0")/mlflow-users.py" "$MLFLOW_URI" weight-symmetry "$AUTH"
+    "$PY" "$(dirname "$0")/mlflow-users.py" "$MLFLOW_URI" \
+    "$("$PY" -c 'from asym.tracking import DEFAULT_EXPERIMENT; print(DEFAULT_EXPERIMENT)')" "$AUTH"
 fi
 
 cat > "$STATE/env.sh" <<ENV

@@ -10,10 +10,11 @@ from pathlib import Path
 from asym import tracking
 from asym.files import write_atomic
 from asym.protocol import SELECTIONS
+from asym.study import table_keys
 
-from . import claims, figures, render
+from . import claims, render
 from .render import render_tables, use_color
-from .tables import build_all, load_runs, select_protocol, table_keys
+from .tables import build_all, load_runs, select_protocol
 
 FORMATS = ("terminal", "html", "latex", "markdown", "csv")
 
@@ -92,6 +93,7 @@ def report(argv: list[str] | None = None) -> None:
     ap.add_argument("--curves", default=None, help="dataset row for the learning curves (default: the first row)")
     ap.add_argument("--protocol", default=None, help=PROTOCOL_HELP)
     a = ap.parse_args(argv)
+    from . import figures  # matplotlib takes a second or more to import: only the report draws, asym-tables never
     runs, line = one_protocol(read_runs(a.tracking_uri, a.experiment), a.protocol)
     cells_list = build_all(runs, table_keys("all"), line)
     fig_dir = a.out.with_name(a.out.stem + "_figures")

@@ -15,10 +15,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from asym import tracking  # noqa: E402
+from asym.record import DONE  # noqa: E402
+from asym.study import FLIP_P, flip_column  # noqa: E402
 
 from .tables import SAME, Cells, baseline_column, ranked  # noqa: E402
-
-FLIP_P = (0, 25, 50, 75, 100)
 
 
 def plain(label) -> str:
@@ -46,7 +46,7 @@ def flip_probability(table3: Cells, out_dir: Path) -> list[Path]:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in enumerate(table3.value.index):
         for family, style in (("brSF", "-"), ("frSF", "--")):
-            cols = [f"{family}+BN+BM" if p == 0 else f"{family}-p{p}+BN+BM" for p in FLIP_P]
+            cols = [flip_column(family, p) for p in FLIP_P]
             ys = table3.value.loc[row, cols].to_numpy(dtype=float)
             err = np.nan_to_num(table3.std.loc[row, cols].to_numpy(dtype=float))  # one seed: no bar
             if np.isfinite(ys).any():
@@ -65,7 +65,7 @@ def curve_data(uri: str | None, runs: pd.DataFrame, dataset_row: str, models: li
     """The learning curves' numbers: per model and epoch, the val error's mean, min and max over seeds of each
     seed's chosen run (the one its cell reports), n seeds and the run's lr multiplier when n = 1.
     Columns: model, epoch, mean, lo, hi, n, lr_mult (read from MLflow's metric history)."""
-    mine = runs[(runs["row"] == dataset_row) & runs["status"].isin(tracking.DONE) & (runs["freeze"] == "none")]
+    mine = runs[(runs["row"] == dataset_row) & runs["status"].isin(DONE) & (runs["freeze"] == "none")]
     if models:
         mine = mine[mine["model"].isin(models)]
     select_on = mine[tracking.SELECT_ON_TAG].iloc[0] if len(mine) else "test"

@@ -19,21 +19,20 @@ that epoch) is the cell. The two never share a table: ``select_on`` is part of t
 """
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 import pandas as pd
 
 from asym import tracking
-from asym.data import DATASETS, PAPER_DATASETS, info
-from asym.labels import parse_model
-from asym.protocol import SELECTIONS, procedures_for
-from asym.train import BEST_ERROR as BEST
-from asym.train import SELECTED_ERROR, SELECTED_HOLDOUT_ERROR
+from asym.config import named_protocols
+from asym.data import DATASETS, info
+from asym.protocol import SELECTIONS
+from asym.record import BEST_ERROR as BEST
+from asym.record import DONE, SELECTED_ERROR, SELECTED_HOLDOUT_ERROR, RunStatus
+from asym.study import PAPER_DATASETS, TABLES, Table, column_run, procedures_for
 
 MARGIN = 3.0                                 # GUIDE item 10: highlight at ≥ 3 percentage points from SGD
 WORSE, BETTER, SAME = "worse", "better", ""  # yellow, blue, plain
@@ -51,63 +50,6 @@ def ranked(runs: pd.DataFrame, select_on: str) -> pd.DataFrame:
     The tables' cells and the learning curves take their runs from here."""
     choose, report = CHOOSE_BY[select_on]
     return runs.dropna(subset=[choose, report]).sort_values([choose, *TIE_BREAK], kind="stable")
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    key: str        # "2", "3", "4c1", "4c2", "5"
-    title: str
-    csv: str        # the paper's numbers, shipped in asym/reference
-
-    def paper(self) -> pd.DataFrame:
-        return _read_reference(self.csv).copy()
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self.paper().columns)
-
-
-@functools.lru_cache(maxsize=None)
-def _read_reference(name: str) -> pd.DataFrame:
-    with resources.as_file(resources.files("asym") / "reference" / name) as path:
-        return pd.read_csv(path, index_col="dataset")
-
-
-TABLES = {t.key: t for t in [
-    TableSpec("2", "Table 2 — Exp. A: sign-concordant feedback", "table2_experiment_a.csv"),
-    TableSpec("3", "Table 3 — Exp. B: sign flips with probability p (brSF-p: batchwise, frSF-p: fixed)",
-              "table3_experiment_b.csv"),
-    TableSpec("4c1", "Table 4 — Exp. C1: fixed random feedback", "table4_experiment_c1.csv"),
-    TableSpec("4c2", "Table 4 — Exp. C2: clamped layers (bottom: last layer frozen; top: all but the last)",
-              "table4_experiment_c2.csv"),
-    TableSpec("5", "Table 5 — Batch Manhattan settings", "table5_batch_manhattan.csv"),
-]}
-
-
-def table_keys(which: str | list[str]) -> list[str]:
-    """``2``, ``3``, ``4`` (= C1 and C2), ``4c1``, ``4c2``, ``5`` or ``all`` → table keys, in order."""
-    out = []
-    for w in ([which] if isinstance(which, str) else which):
-        w = str(w).lower()
-        keys = list(TABLES) if w == "all" else ["4c1", "4c2"] if w == "4" else [w]
-        for k in keys:
-            if k not in TABLES:
-                raise ValueError(f"no table {w!r}; choose from 2, 3, 4, 4c1, 4c2, 5, all")
-            if k not in out:
-                out.append(k)
-    return out
-
-
-def column_run(column: str) -> tuple[str, str]:
-    """A printed column label → (canonical model label, clamp): ``BM1`` → (``BM``, none), ``SGD/top`` → (SGD, top)."""
-    model, _, freeze = column.partition("/")
-    return parse_model(model).label, freeze or "none"
-
-
-def tables_of(model: str, freeze: str = "none") -> list[str]:
-    """The tables a run feeds, e.g. ``SGD`` (no clamp) → 2, 3, 4c1, 5."""
-    key = (parse_model(model).label, freeze)
-    return [k for k, spec in TABLES.items() if key in {column_run(c) for c in spec.columns}]
 
 
 def baseline_column(column: str) -> str:
@@ -159,14 +101,12 @@ UNTAGGED = "untagged"  # runs logged before protocol_hash was a tag: their proto
 
 def protocol_label(h: str, names: dict[str, str] | None = None) -> str:
     """``demo (3d987034)``, ``paper (3d4120e6)`` or just the hash's first 8 characters."""
-    from asym.config import named_protocols
     names = named_protocols() if names is None else names
     return f"{names[h]} ({h[:8]})" if h in names else h[:8]
 
 
 def protocols(runs: pd.DataFrame) -> list[tuple[str, str, int]]:
     """(protocol hash, label, run count) of every protocol in ``runs``, most runs first."""
-    from asym.config import named_protocols
     names = named_protocols()
     counts = runs["protocol_hash"].value_counts(sort=False)
     return sorted(((h, protocol_label(h, names), int(n)) for h, n in counts.items()), key=lambda t: (-t[2], t[1]))
@@ -179,7 +119,6 @@ def select_protocol(runs: pd.DataFrame, wanted: str | None = None, default: str 
     ``wanted``: a ``conf/train`` name (``paper``, ``demo``) or a protocol hash prefix; else ``default`` (a hash:
     the current sweep's) when it has runs; else the protocol with the most runs. LookupError if nothing matches.
     """
-    from asym.config import named_protocols
     present = protocols(runs)
     if wanted:
         by_name = {n: h for h, n in named_protocols().items()}
@@ -201,7 +140,7 @@ class Cells:
     """One table's cells: values (the mean over seeds), their spread, and per cell whether its best run
     diverged / some expected run is missing. Every frame is rows × columns."""
 
-    spec: TableSpec
+    spec: Table
     value: pd.DataFrame       # mean over seeds of the per-seed cell; NaN where no run is done
     diverged: pd.DataFrame    # bool: the chosen run of some seed diverged
     partial: pd.DataFrame     # bool: some expected run (multiplier, procedure, seed) not done yet
@@ -220,7 +159,7 @@ class Cells:
             self.seeds = {0: self.value}
 
     @classmethod
-    def from_seeds(cls, spec: TableSpec, seeds: dict[int, pd.DataFrame], diverged: pd.DataFrame | None = None,
+    def from_seeds(cls, spec: Table, seeds: dict[int, pd.DataFrame], diverged: pd.DataFrame | None = None,
                    partial: pd.DataFrame | None = None, select_on: str = "test") -> "Cells":
         """Cells from per-seed cells (seed → rows × columns, NaN where that seed has none): the mean, the sample
         standard deviation (ddof = 1, NaN with n < 2) and n over the seeds that have a value."""
@@ -311,7 +250,7 @@ def multipliers_by_row(runs: pd.DataFrame) -> dict[str, set[float]]:
     return {row: set(group["lr_mult"].dropna()) for row, group in runs.groupby("row")}
 
 
-def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) -> Cells:
+def build(spec: Table, runs: pd.DataFrame, rows: list[str] | None = None) -> Cells:
     """Per seed, min over epochs and runs of each (dataset, model, clamp) of ``spec`` (``select_on=val``: the
     run of least ``selected_holdout_error``, reporting its ``selected_error``); then mean, std and n over
     seeds. The runs must share one protocol (``select_protocol``): a cell never mixes a short look with the
@@ -323,12 +262,12 @@ def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) ->
     if sel in runs and runs[sel].nunique() > 1:
         raise ValueError("a table never mixes select_on=test and select_on=val runs")
     report = CHOOSE_BY[select_on][1]
-    done = runs[runs["status"].isin(tracking.DONE)]
+    done = runs[runs["status"].isin(DONE)]
     if "seed" not in done:
         done = done.assign(seed=0)
     present = set(runs["row"].dropna())
     rows = rows or [r for r in ROW_ORDER if r in present] + sorted(present - set(ROW_ORDER))
-    cols = spec.columns
+    cols = list(spec.columns)
     index = pd.Index(rows, name="dataset")
     seed_list = sorted(set(done["seed"])) or [0]
     seeds = {s: pd.DataFrame(np.nan, index=index, columns=cols) for s in seed_list}
@@ -345,7 +284,7 @@ def build(spec: TableSpec, runs: pd.DataFrame, rows: list[str] | None = None) ->
             for seed, runs_of_seed in cell.groupby("seed"):
                 best = runs_of_seed.iloc[0]
                 seeds[seed].loc[row, col] = best[report]
-                diverged.loc[row, col] |= best["status"] == "diverged"
+                diverged.loc[row, col] |= best["status"] == RunStatus.DIVERGED
             have = set(zip(cell["lr_mult"], cell["procedure"], cell["seed"]))
             want = {(m, p, s) for m in mults.get(row, ()) for p in procedures for s in seeds_of_row.get(row, ())}
             partial.loc[row, col] = not cell.empty and not want <= have

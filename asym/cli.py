@@ -298,20 +298,3 @@ def check_composed(overrides: list[str]) -> None:
         raise ValueError(f"seeds={cfg.seeds} repeats the runs of a sweep: add -m (asym-train -m … seeds={cfg.seeds}), "
                          "or choose one run's seed with seed=N")
 
-
-def sync() -> None:
-    """Console script ``asym-sync OUTPUT_ROOT [--tracking-uri URI] [--experiment NAME]``."""
-    import argparse
-    ap = argparse.ArgumentParser(description="Upload local run records (result.json) that MLflow lacks.")
-    ap.add_argument("output_root", nargs="?", default="runs")
-    ap.add_argument("--tracking-uri", default=None)
-    ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
-    a = ap.parse_args()
-    if not Path(a.output_root).is_dir():
-        fail(f"no run directory at {a.output_root}")
-    tracking.limit_http_retries()
-    try:
-        counts = tracking.sync(a.output_root, a.tracking_uri, a.experiment)
-    except RuntimeError as e:
-        fail(str(e))
-    print(f"asym-sync: {counts['uploaded']} uploaded, {counts['already']} already in MLflow")

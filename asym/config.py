@@ -9,6 +9,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from .protocol import Protocol, RunSpec
+from .tracking import DEFAULT_EXPERIMENT, protocol_hash
 
 
 @dataclass
@@ -31,7 +32,7 @@ class TrainConf(Protocol):
 @dataclass
 class TrackingConf:
     uri: Optional[str] = None       # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
-    experiment: str = "weight-symmetry"
+    experiment: str = DEFAULT_EXPERIMENT
     system_metrics: bool = False    # MLflow's CPU/memory/disk/network (+ GPU with nvidia-ml-py) metrics per run
 
 
@@ -121,8 +122,6 @@ def train_option(name: str) -> Protocol:
 def named_protocols() -> dict[str, str]:
     """protocol hash → name, for every ``conf/train`` option (how tables and status name a protocol)."""
     from importlib import resources
-
-    from .tracking import protocol_hash
     names = sorted(f.name[:-5] for f in (resources.files("asym.conf") / "train").iterdir() if f.name.endswith(".yaml"))
     return {protocol_hash(asdict(train_option(n))): n for n in names if n != "schema"}
 

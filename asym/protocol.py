@@ -1,8 +1,8 @@
-"""The paper's training protocol and study design (Section 5, GUIDE items 6–9): one place for each fact.
+"""The paper's training protocol (Section 5; protocol decisions 4–8 in docs/protocol.md), written once.
 
-``Protocol`` is the schedule, ``RunSpec`` one point of the study; the lists below say which points
-exist (the lr multipliers, the two procedures of ``uSF+BM``, the models clamped in Exp. C2). Sweeps,
-tables and validation read them from here (a test checks the sweep files against them).
+``Protocol`` is the schedule, written once: ``conf/train/paper.yaml`` and ``python -m asym.train`` take their
+defaults from it. ``RunSpec`` is one point of the study; which points exist (the lr multipliers, the two
+procedures of ``uSF+BM``, the models clamped in Exp. C2) is the study's to say (``asym.study``).
 """
 from __future__ import annotations
 
@@ -11,22 +11,13 @@ from dataclasses import asdict, dataclass, field
 
 from .labels import FREEZE_CHOICES, parse_model
 
-LR_MULTIPLIERS = (100, 10, 1, 0.1, 0.01)       # GUIDE item 6: every model runs at each
-PROCEDURES = ("standard", "large_batch")       # large_batch: batch 100 for 3 epochs, then 500 (GUIDE item 8)
-TWO_PROCEDURE_MODELS = ("uSF+BM",)             # the only model the paper runs with both procedures
-CLAMPED_MODELS = ("SGD", "RndF", "RndF+BN+BM", "uSF+BN+BM")  # Exp. C2 (Table 4): run with freeze=bottom|top
+PROCEDURES = ("standard", "large_batch")       # large_batch: batch 100 for 3 epochs, then 500 (protocol decision 8)
 AMP_CHOICES = ("none", "bf16", "fp16")         # train.amp: mixed precision (changes the numbers; none = the paper)
 SELECT_ON_CHOICES = ("test", "val")            # train.select_on: test = the paper's choice of lr and epoch
 MOMENTUM = 0.9                                 # m of every update setting (Section 3)
 WEIGHT_DECAY = 5e-4                            # d: MatConvNet's default; the paper states none
 SELECTIONS = {"test": "selected on the test split (the paper)",   # lr and epoch; how tables and status say it
               "val": "selected on a holdout of the training split (train.val_fraction)"}
-
-
-def procedures_for(model: str, freeze: str = "none") -> tuple[str, ...]:
-    """The procedures the paper runs for ``model``; a cell takes the best of them (GUIDE item 8)."""
-    two = parse_model(model).label in TWO_PROCEDURE_MODELS and freeze == "none"
-    return PROCEDURES if two else ("standard",)
 
 
 @dataclass

@@ -4,6 +4,11 @@ The trainer writes through ``RunTracker``; the launcher, ``asym-sync`` and ``ana
 ``find_runs``/``runs_frame``, so tables, status and sync never disagree with what runs log.
 Tracking failures never fail a run: the run's ``result.json`` is its local record and ``sync`` uploads
 whatever the tracking server missed, idempotently.
+
+It knows neither the training loop nor the analysis: the names a run records come from ``asym.record`` and
+which tables a run feeds from ``asym.study``, so importing it loads no torch. MLflow itself is imported inside
+the functions that talk to it: it takes seconds to import, and config hashes, run names and ``asym-train``'s
+error lines need none of it.
 """
 from __future__ import annotations
 
@@ -14,10 +19,14 @@ import os
 import time
 import weakref
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from .data import info
+from .labels import RNDF_STD, parse_model
 from .protocol import identity
-from .train import (BEST_EPOCH, BEST_ERROR, FAILED, HOLDOUT_ERROR, INTERRUPTED, RUNNING, SELECTED_EPOCH,
-                    SELECTED_ERROR, SELECTED_HOLDOUT_ERROR)
+from .record import (BEST_EPOCH, BEST_ERROR, DONE, HOLDOUT_ERROR, PREFERENCE, RESULT_FILE, SELECTED_EPOCH,
+                     SELECTED_ERROR, SELECTED_HOLDOUT_ERROR, RunStatus)
+from .study import tables_of
 
 log = logging.getLogger("asym.tracking")
 
@@ -32,16 +41,13 @@ NOTE_TAG = "mlflow.note.content"   # MLflow's own run description (the UI's "Des
 SYSTEM_METRICS_PARAM = "tracking.system_metrics"   # the config key that turns MLflow's system metrics on
 SELECT_ON_TAG = "select_on"  # test | val (train.select_on): how a run's number was chosen; tables never mix them
 PROTOCOL_TAG = "protocol_hash"  # runs of one protocol (epochs, schedule, batch…) are the only ones a cell combines
-DONE = ("finished", "diverged")  # a run in one of these states is never trained again
-PREFERENCE = ("finished", "diverged", "running", INTERRUPTED, FAILED)  # which run stands for a hash (stands_for)
-MLFLOW_STATUS = {FAILED: "FAILED", INTERRUPTED: "KILLED"}  # status tag → MLflow's run status (else FINISHED)
+# status tag (asym.record.RunStatus) → MLflow's run status (else FINISHED)
+MLFLOW_STATUS = {RunStatus.FAILED: "FAILED", RunStatus.INTERRUPTED: "KILLED"}
 SUMMARY_METRICS = (BEST_ERROR, BEST_EPOCH, SELECTED_EPOCH, SELECTED_HOLDOUT_ERROR, SELECTED_ERROR)
-RUN_DIR_FILE = "result.json"
 
 
 def config_hash(run: dict, protocol: dict) -> str:
     """Stable hash of what defines a run's numbers (not device, threads, or where it is tracked)."""
-    from .labels import parse_model
     key = {**{k: run[k] for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
            "lr_mult": float(run["lr_mult"]), "protocol": dict(sorted(identity(protocol).items()))}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -61,8 +67,6 @@ def group_hash(member_hashes: list[str]) -> str:
 
 def run_name(run: dict) -> str:
     """Readable name shown in the MLflow UI, e.g. ``CIFAR · uSF+BN+BM · lr×10``."""
-    from .data import info
-    from .labels import parse_model
     parts = [info(run["dataset"]).title, parse_model(run["model"]).label, f"lr×{float(run['lr_mult']):g}"]
     if run.get("freeze", "none") != "none":
         parts.append(run["freeze"])
@@ -142,8 +146,8 @@ def mark_failed(uri: str, experiment: str, config_hash_value: str) -> None:
     exp = c.get_experiment_by_name(experiment)
     runs = find_runs(c, exp.experiment_id, config_hash_value) if exp else []
     i = stands_for([r.data.tags.get(STATUS_TAG) for r in runs])
-    if i is not None and runs[i].data.tags.get(STATUS_TAG) not in (*DONE, INTERRUPTED):  # those ended themselves
-        c.set_tag(runs[i].info.run_id, STATUS_TAG, FAILED)
+    if i is not None and runs[i].data.tags.get(STATUS_TAG) not in (*DONE, RunStatus.INTERRUPTED):  # ended themselves
+        c.set_tag(runs[i].info.run_id, STATUS_TAG, str(RunStatus.FAILED))
         c.set_terminated(runs[i].info.run_id, status="FAILED")
 
 
@@ -215,13 +219,12 @@ class RunTracker:
             if existing is not None:
                 self.run_id = existing.info.run_id
                 c.update_run(self.run_id, status="RUNNING")
-                c.set_tag(self.run_id, STATUS_TAG, RUNNING)  # resumed: no longer failed / interrupted
+                c.set_tag(self.run_id, STATUS_TAG, str(RunStatus.RUNNING))  # resumed: no longer failed / interrupted
             else:
                 exp_id = ensure_experiment(self.uri, self.experiment)
                 tags = {k: str(self.run[k]) for k in RUN_TAGS}
-                from .labels import parse_model
                 tags.update({"model": parse_model(self.run["model"]).label, HASH_TAG: self.hash,
-                             STATUS_TAG: "running", COMMIT_TAG: git_commit or "unknown"})
+                             STATUS_TAG: str(RunStatus.RUNNING), COMMIT_TAG: git_commit or "unknown"})
                 tags.update(view_tags(self.run, self.protocol))  # the description, tables, protocol_hash
                 self.run_id = c.create_run(exp_id, run_name=run_name(self.run), tags=tags).info.run_id
                 from mlflow.entities import Param
@@ -277,8 +280,7 @@ class RunTracker:
 
 def view_tags(run: dict, protocol: dict) -> dict:
     """What the MLflow UI shows about a run beyond its numbers: its description (MLflow's note), the paper
-    tables it feeds and its protocol's hash."""
-    from .analysis.tables import tables_of  # the one place that knows which table columns a run fills
+    tables it feeds (``asym.study.tables_of``) and its protocol's hash."""
     return {NOTE_TAG: describe_run(run, protocol), TABLES_TAG: ",".join(tables_of(run["model"], run.get("freeze", "none"))),
             PROTOCOL_TAG: protocol_hash(protocol), SELECT_ON_TAG: protocol.get("select_on", "test")}
 
@@ -286,8 +288,6 @@ def view_tags(run: dict, protocol: dict) -> dict:
 def describe_model(label: str) -> str:
     """One line that explains a model label in words, from its parse, e.g. ``uSF+BN+BM: feedback V = sign(W);
     batch normalisation without affine; Batch Manhattan setting 1``."""
-    from .labels import RNDF_STD
-    from .labels import parse_model
     spec = parse_model(label)
     every = "redrawn every mini-batch" if spec.feedback == "brsf" else "drawn once"
     if spec.feedback in ("brsf", "frsf") and spec.flip:
@@ -336,7 +336,6 @@ def dataset_digest(ds) -> str:
 def dataset_input(name: str, ds, root: str):
     """The ``mlflow.entities.DatasetInput`` of a run's dataset: the UI groups and filters runs by it."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
-    from .data import info
     meta = info(name)
     if meta.reader == "digits":
         source_type, source = "code", {"tags": {"mlflow.source.name": "sklearn.datasets.load_digits"}}
@@ -377,7 +376,6 @@ def check_access(uri: str | None, experiment: str = DEFAULT_EXPERIMENT, write: b
     uri = resolve_uri(uri)
     if not uri.startswith(("http://", "https://")):
         return True
-    from urllib.parse import urlsplit
     if "@" in urlsplit(uri).netloc:  # the URI is logged as a param and written to runs.json and config.yaml
         raise AccessError(f"tracking URI {urlsplit(uri)._replace(netloc=urlsplit(uri).netloc.rpartition('@')[2]).geturl()} "
                           f"carries credentials: take them out of the URI and {CREDENTIALS_HELP}")
@@ -440,10 +438,10 @@ def finish_run(c, run_id: str, result: dict, out_dir: Path) -> bool:
     now = int(time.time() * 1000)
     summary = [Metric(k, float(result[k]), now, 0) for k in SUMMARY_METRICS if result.get(k) is not None]
     _log_metrics(c, run_id, summary)
-    for name in (RUN_DIR_FILE, "config.yaml"):
+    for name in (RESULT_FILE, "config.yaml"):
         if (Path(out_dir) / name).exists():
             c.log_artifact(run_id, str(Path(out_dir) / name))
-    c.set_tag(run_id, STATUS_TAG, result["status"])
+    c.set_tag(run_id, STATUS_TAG, str(result["status"]))  # a RunStatus, or its text read back from result.json
     c.set_terminated(run_id, status=MLFLOW_STATUS.get(result["status"], "FINISHED"))
     return True
 
@@ -456,9 +454,9 @@ def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFA
     counts = {"uploaded": 0, "already": 0}
     if not check_access(uri, experiment, write=True):
         raise RuntimeError(f"tracking server {resolve_uri(uri)} unreachable")
-    for path in sorted(Path(output_root).rglob(RUN_DIR_FILE)):
+    for path in sorted(Path(output_root).rglob(RESULT_FILE)):
         result = json.loads(path.read_text())
-        if result.get("status") not in (*DONE, FAILED, INTERRUPTED):
+        if result.get("status") not in (*DONE, RunStatus.FAILED, RunStatus.INTERRUPTED):
             continue
         tracker = RunTracker(uri, experiment, result["run"], result["protocol"], result.get("config", {}))
         found = tracker.existing()

@@ -8,6 +8,7 @@ member gets a ``result.json``, also when the job fails. The network work is the 
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -23,18 +24,16 @@ from typing import Callable
 import torch
 
 from . import __version__
+from . import data as datasets
 from .data import TensorData
 from .engine import Engine, calibrate_batchnorm  # noqa: F401  (calibrate_batchnorm: part of this module's API)
 from .files import write_atomic, write_json
 from .protocol import PROCEDURES, Protocol, RunSpec  # noqa: F401  (re-exported: the trainer's vocabulary)
+# what a run records, by the names result.json and MLflow share (asym.record owns them; re-exported for asym.cli)
+from .record import (BEST_EPOCH, BEST_ERROR, HOLDOUT_ERROR, RESULT_FILE, SELECTED_EPOCH,  # noqa: F401
+                     SELECTED_ERROR, SELECTED_HOLDOUT_ERROR, RunStatus)
 
-RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
-INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM; the checkpoint of its last finished epoch resumes it
-BEST_ERROR, BEST_EPOCH = "best_val_error", "best_epoch"  # a run's number (GUIDE item 7), in result.json and MLflow
-# With train.select_on=val: the per-epoch error on the held-out part of the training split, and the run's number
-# chosen on it (the epoch of least holdout error, that error, and the test error at that epoch)
-HOLDOUT_ERROR = "holdout_error"
-SELECTED_EPOCH, SELECTED_HOLDOUT_ERROR, SELECTED_ERROR = "selected_epoch", "selected_holdout_error", "selected_error"
+FAILED, INTERRUPTED = RunStatus.FAILED, RunStatus.INTERRUPTED  # the statuses asym.cli reads from here
 
 
 def run_epoch(engine: Engine, data: TensorData, runs: list[RunSpec], proto: Protocol, epoch: int) -> list[dict]:
@@ -176,11 +175,11 @@ class Checkpoint:
         self.engine, self.path = engine, path
         self.epoch = 0                                   # last completed epoch (0: only the untrained net)
         self.histories: list[list[dict]] = [[] for _ in range(engine.n)]
-        self.statuses = [RUNNING] * engine.n
+        self.statuses = [RunStatus.RUNNING] * engine.n
 
     def save(self) -> None:
         state = {**self.engine.state_dict(), "epoch": self.epoch, "histories": self.histories,
-                 "statuses": self.statuses}
+                 "statuses": [str(s) for s in self.statuses]}  # plain text: torch.load(weights_only=True) reads it
         write_atomic(self.path, lambda p: torch.save(state, p))
 
     @staticmethod
@@ -218,7 +217,8 @@ class Progress:
             print(f"[{title}] resuming after epoch {start} of {total} (its checkpoint)", flush=True)
 
     def update(self, epoch: int, records: list[dict]) -> None:
-        vals = ", ".join(f"{r['val_error']:.2f}%" if r.get("val_error") is not None else "diverged" for r in records)
+        vals = ", ".join(f"{r['val_error']:.2f}%" if r.get("val_error") is not None else RunStatus.DIVERGED
+                         for r in records)
         if self.bar is not None:
             self.bar.set_postfix_str(f"val {vals}")
             self.bar.update(1)
@@ -275,7 +275,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
                 for k, rec in records.items():
                     state.histories[k].append(rec)
                     if rec["val_error"] is None:
-                        state.statuses[k] = DIVERGED
+                        state.statuses[k] = RunStatus.DIVERGED
                 state.save()
                 for k, rec in records.items():
                     if on_epoch:
@@ -286,13 +286,13 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
             measured = measure(engine, data)
             commit({k: {"epoch": 0, **{key: errors[k] for key, errors in measured.items()},
                         "lr": proto.lr(1, runs[k].lr_mult)} for k in range(n)})
-        while RUNNING in state.statuses and state.epoch < proto.epochs:
+        while RunStatus.RUNNING in state.statuses and state.epoch < proto.epochs:
             records = run_epoch(engine, data, runs, proto, state.epoch + 1)
             state.epoch += 1
-            fresh = {k: records[k] for k in range(n) if state.statuses[k] == RUNNING}  # a diverged member stopped
+            fresh = {k: records[k] for k in range(n) if state.statuses[k] == RunStatus.RUNNING}  # a diverged one stopped
             commit(fresh)
             progress.update(state.epoch, list(fresh.values()))
-        statuses = [FINISHED if s == RUNNING else s for s in state.statuses]
+        statuses = [RunStatus.FINISHED if s == RunStatus.RUNNING else RunStatus(s) for s in state.statuses]
         timings["seconds"] = time.time() - t0
         results = [make_result(run, proto, state.histories[k], statuses[k], dict(timings), config,
                                holdout=data.holdout)
@@ -302,10 +302,10 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         timings["seconds"] = time.time() - t0
         # every member, a diverged one too, is left to rerun: the job resumes whole from its checkpoint,
         # which restores each member's own status
-        status = FAILED if isinstance(e, Exception) else INTERRUPTED
+        status = RunStatus.FAILED if isinstance(e, Exception) else RunStatus.INTERRUPTED
         for k, run in enumerate(runs):
             history = state.histories[k] if state is not None else []
-            write_json(out_dirs[k] / "result.json",
+            write_json(out_dirs[k] / RESULT_FILE,
                        make_result(run, proto, history, status, dict(timings), config, f"{type(e).__name__}: {e}",
                                    holdout=data.holdout))
         raise
@@ -314,7 +314,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         if progress is not None:
             progress.close()
     for out, result in zip(out_dirs, results):
-        write_json(out / "result.json", result)
+        write_json(out / RESULT_FILE, result)
     return results
 
 
@@ -330,11 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     Several multipliers train as one run group, member k in ``OUT_DIR/lr<mult>``; the checkpoint is
     ``OUT_DIR/checkpoint.pt`` either way. Prints each run's status and best error as a JSON line.
     """
-    import argparse
-    from . import data as datasets
+    defaults = Protocol()
     ap = argparse.ArgumentParser(description="Train one run (or one run group) of the paper's protocol.")
     ap.add_argument("model"); ap.add_argument("dataset"); ap.add_argument("lr_mults"); ap.add_argument("out_dir")
-    ap.add_argument("--epochs", type=int, default=65); ap.add_argument("--lr-steps", type=int, nargs="*", default=[50, 60])
+    ap.add_argument("--epochs", type=int, default=defaults.epochs)
+    ap.add_argument("--lr-steps", type=int, nargs="*", default=defaults.lr_steps)
     ap.add_argument("--freeze", default="none"); ap.add_argument("--procedure", default="standard")
     ap.add_argument("--seed", type=int, default=0); ap.add_argument("--root", default="data")
     ap.add_argument("--threads", type=int, default=0)

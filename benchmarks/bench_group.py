@@ -21,15 +21,14 @@ from asym.data import TensorData
 from asym.engine import Engine
 from asym.optim import BatchManhattan
 from asym.protocol import Protocol, RunSpec
+from asym.study import PAPER_DATASETS, TRAIN_SIZE, paper_runs
 
 BATCH = 100
 GROUP_SIZES = (5, 35)
-# training-split sizes of the paper's datasets (GUIDE item 12); a rough basis for the whole-paper estimate
-TRAIN_SIZES = {"mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257, "stl10": 5000,
-               "caltech101": 102 * 30, "caltech256_101": 102 * 30, "icub": 6000, "flowers17": 17 * 60,
-               "flowers102": 2040, "pubfig83": 80 * 85, "sufrw": 80 * 10, "lfw": 80 * 10, "scene67": 67 * 80,
-               "timit80": 80 * 400}
-PAPER_RUNS, EPOCHS = 2700, 65
+ICUB_GUESS = 6000  # iCub's protocol fixes no training-set size (its own folders): a guess for the estimate
+# training-split sizes of the paper's datasets, from the study (asym.study.TRAIN_SIZE): the estimate's basis
+TRAIN_SIZES = {n: TRAIN_SIZE.get(n, ICUB_GUESS) for n in PAPER_DATASETS}
+PAPER_RUNS, EPOCHS = len(paper_runs()), Protocol().epochs
 NETS = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 
 

@@ -29,7 +29,7 @@ POLL_S = 0.2
 def slots(workers: int | None, gpus: Sequence[int] | None) -> list[int | None]:
     """One entry per concurrent worker: a GPU index, or None for a single-thread CPU worker."""
     if gpus is None:
-        import torch
+        import torch  # only to count the GPUs: the sweep process needs torch for nothing else (seconds to import)
         gpus = list(range(torch.cuda.device_count()))
     gpus = list(gpus)
     n = workers or len(gpus) or os.cpu_count() or 1

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from asym import data, tracking
 from asym.config import RUN_KEYS, TrainConf, check_config, check_seeds, run_spec
 from asym.files import write_json
+from asym.study import tables_of
 
 PLAN_FILE = "runs.json"
 
@@ -87,7 +88,6 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
     as Hydra parses them (``job_values``); everything else (the protocol, ``data.*``) from the composed
     config of the job, composed once per distinct set of the job's other overrides.
     """
-    from asym.analysis.tables import tables_of
     base = {k: config[k] for k in RUN_KEYS}
     wanted, entries, composed = [], [], {}
     for num, job in enumerate(jobs):

@@ -13,13 +13,16 @@ from collections import Counter
 from pathlib import Path
 
 from asym import tracking
+from asym.analysis.tables import load_runs, protocols
+from asym.labels import parse_model
 from asym.protocol import SELECTIONS
+from asym.record import DONE, RunStatus
 
 from . import plan
 from .progress import text_bar
 
-STATES = ("finished", "diverged", "running", "queued", "interrupted", "failed", "unsynced")
-ACTIVE = ("running", "queued")
+STATES = tuple(RunStatus)  # the report's columns
+ACTIVE = (RunStatus.RUNNING, RunStatus.QUEUED)
 SLURM_QUEUED = ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING")
 SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
 
@@ -45,7 +48,6 @@ def mlflow_states(uri: str, experiment: str) -> dict[str, str]:
 
 def protocol_counts(uri: str, experiment: str) -> list[tuple[str, str, int]]:
     """(protocol hash, label, run count) of every protocol in the experiment, most runs first."""
-    from asym.analysis.tables import load_runs, protocols
     try:
         return protocols(load_runs(uri, experiment))
     except LookupError:
@@ -71,25 +73,25 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return out
 
 
-def classify(mlflow: str | None, scheduler: str | None, in_turn: bool = False) -> str:
+def classify(mlflow: str | None, scheduler: str | None, in_turn: bool = False) -> RunStatus:
     """A run's state from its MLflow status tag and its SLURM job's state. ``in_turn``: the job is an array task
     that trains several runs one after another (``runs_per_task``), so its state is not each run's: a run it
     has not reached yet is queued, one that failed stays failed while the task goes on."""
-    if mlflow in tracking.DONE:
-        return mlflow
-    if in_turn and scheduler in SLURM_RUNNING and mlflow in (None, "failed"):
-        return "queued" if mlflow is None else "failed"
+    if mlflow in DONE:
+        return RunStatus(mlflow)
+    if in_turn and scheduler in SLURM_RUNNING and mlflow in (None, RunStatus.FAILED):
+        return RunStatus.QUEUED if mlflow is None else RunStatus.FAILED
     if scheduler in SLURM_QUEUED:
-        return "queued"
+        return RunStatus.QUEUED
     if scheduler in SLURM_RUNNING:
-        return "running"
-    if mlflow == tracking.INTERRUPTED:  # stopped by SIGINT/SIGTERM (scancel, a time limit): rerun to resume
-        return "interrupted"
+        return RunStatus.RUNNING
+    if mlflow == RunStatus.INTERRUPTED:  # stopped by SIGINT/SIGTERM (scancel, a time limit): rerun to resume
+        return RunStatus.INTERRUPTED
     if scheduler == "COMPLETED":  # the job ended well but MLflow lacks the result: asym-sync uploads it
-        return "failed" if mlflow == "failed" else "unsynced"
+        return RunStatus.FAILED if mlflow == RunStatus.FAILED else RunStatus.UNSYNCED
     if scheduler:  # FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...
-        return "failed"
-    return {"running": "running", "failed": "failed"}.get(mlflow or "", "queued")
+        return RunStatus.FAILED
+    return RunStatus(mlflow) if mlflow in (RunStatus.RUNNING, RunStatus.FAILED) else RunStatus.QUEUED
 
 
 def sweep_status(sweep_dir: Path, uri: str | None = None, experiment: str | None = None) -> list[dict]:
@@ -109,7 +111,7 @@ def sweep_status(sweep_dir: Path, uri: str | None = None, experiment: str | None
 
 def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, int]] = ()) -> str:
     total = Counter(r["state"] for r in runs)
-    done = total["finished"] + total["diverged"]
+    done = sum(total[s] for s in DONE)
     lines = [f"sweep {sweep_dir}: {len(runs)} runs",
              f"{text_bar(done / max(1, len(runs)))} {done / max(1, len(runs)):4.0%}  {done}/{len(runs)} done", ""]
     header = f"{'table':<8}{'runs':>6}" + "".join(f"{s:>12}" for s in STATES)
@@ -120,7 +122,7 @@ def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, in
         c = Counter(r["state"] for r in mine)
         lines.append(f"{t:<8}{len(mine):>6}" + "".join(f"{c[s]:>12}" for s in STATES))
     lines += ["", *selection_lines(runs), *seed_lines(runs)]
-    failed = [r for r in runs if r["state"] == "failed"]
+    failed = [r for r in runs if r["state"] == RunStatus.FAILED]
     if failed:
         lines += ["", "failed:"] + [f"  {r['name']}" + (f" (SLURM {r['job_id']}: {r['scheduler_state']})"
                                                           if r.get("scheduler_state") else "") for r in failed]
@@ -128,11 +130,11 @@ def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, in
         mine = Counter(r.get("protocol_hash") for r in runs)
         lines += ["", "protocols in MLflow (asym-tables --protocol chooses; a table never mixes them):"]
         lines += [f"  {label:<24}{n:>6} runs" + ("   <- this sweep" if mine.get(h) else "") for h, label, n in protocols]
-    if total["interrupted"]:
-        lines += ["", f"{total['interrupted']} runs were interrupted (SIGINT/SIGTERM): relaunch the sweep to resume "
+    if total[RunStatus.INTERRUPTED]:
+        lines += ["", f"{total[RunStatus.INTERRUPTED]} runs were interrupted (SIGINT/SIGTERM): relaunch the sweep to resume "
                       "them from their last finished epoch"]
-    if total["unsynced"]:
-        lines += ["", f"{total['unsynced']} runs finished but are not in MLflow yet: run asym-sync"]
+    if total[RunStatus.UNSYNCED]:
+        lines += ["", f"{total[RunStatus.UNSYNCED]} runs finished but are not in MLflow yet: run asym-sync"]
     return "\n".join(lines)
 
 
@@ -144,14 +146,13 @@ def selection_lines(runs: list[dict]) -> list[str]:
 
 def cell_of(run: dict) -> tuple:
     """A cell: (model, dataset, freeze); its runs are every lr multiplier, procedure and seed of it."""
-    from asym.labels import parse_model
     return parse_model(run["model"]).label, run["dataset"], run.get("freeze", "none")
 
 
 def seed_lines(runs: list[dict]) -> list[str]:
     """Runs done per seed, and how many cells are done at every seed of the sweep (error bars need them all)."""
     def done(r: dict) -> bool:
-        return r["state"] in tracking.DONE
+        return r["state"] in DONE
     seeds = sorted({r["run"].get("seed", 0) for r in runs})
     lines = []
     for s in seeds:

@@ -13,9 +13,9 @@ import pytest
 
 from asym import tracking
 from asym.analysis import figures, render
-from asym.analysis.tables import (BETTER, SAME, TABLES, WORSE, Cells, build, compare, highlight, load_runs,
-                                  long_form, table_keys)
-from asym.train import Protocol
+from asym.analysis.tables import BETTER, SAME, TABLES, WORSE, Cells, build, compare, highlight, load_runs, long_form
+from asym.study import table_keys
+from asym.protocol import Protocol
 
 MULTS = (100, 10, 1, 0.1, 0.01)
 PROTOCOL = asdict(Protocol(epochs=3, lr_steps=[2]))

@@ -45,7 +45,7 @@ def new_experiment(uri) -> tuple[str, str]:
 def test_services_grant_edit_to_the_writer_and_read_to_the_reader(mlflow_server, mlflow_users, tmp_path):
     """What services-up.sh promises: the study's experiment exists, the writer may EDIT it, the reader only READ."""
     code = ("import sys; from mlflow.server import get_app_client; from asym import tracking\n"
-            "exp = tracking.client(sys.argv[1]).get_experiment_by_name('weight-symmetry').experiment_id\n"
+            "exp = tracking.client(sys.argv[1]).get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id\n"
             "print(get_app_client('basic-auth', tracking_uri=sys.argv[1]).get_user_permission(sys.argv[2], "
             "'experiment', exp).permission)")
     for role, expected in (("writer", "EDIT"), ("reader", "READ")):

@@ -77,10 +77,10 @@ def test_asym_train_with_bf16_end_to_end(tmp_path):
     assert len(result["epochs"]) == 3 and result["best_val_error"] < 50
     import mlflow
     from asym.config import train_option
-    from asym.tracking import protocol_hash
+    from asym.tracking import DEFAULT_EXPERIMENT, protocol_hash
     from dataclasses import asdict
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    run, = mlflow.search_runs(experiment_names=["weight-symmetry"], output_format="list")
+    run, = mlflow.search_runs(experiment_names=[DEFAULT_EXPERIMENT], output_format="list")
     demo = asdict(train_option("demo"))
     assert run.data.tags["protocol_hash"] == protocol_hash({**demo, "epochs": 2, "amp": "bf16"})
     assert run.data.tags["protocol_hash"] != protocol_hash({**demo, "epochs": 2})

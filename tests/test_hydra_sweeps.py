@@ -11,9 +11,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 import asym.cli  # registers the schema, the sweep group and the sweeper  # noqa: F401
 from asym import tracking
-from asym.data import PAPER_DATASETS
 from asym.models import parse_model
-from asym.protocol import CLAMPED_MODELS, LR_MULTIPLIERS, TWO_PROCEDURE_MODELS, procedures_for
 from asym.launcher.plan import job_values, select_jobs
 
 TABLES = {"table2": 11 * 75 + 75, "table3": 11 * 75, "table4_c1": 8 * 75, "table4_c2": 4 * 2 * 75, "table5": 8 * 75}
@@ -57,19 +55,7 @@ def test_only_uSF_BM_has_two_procedures_and_only_C2_models_are_clamped():
     assert {j[0] for j in jobs if j[3] != "none"} == {"SGD", "RndF", "RndF+BN+BM", "uSF+BN+BM"}
 
 
-@pytest.mark.parametrize("name", [*TABLES, "paper"])
-def test_sweep_files_list_exactly_the_papers_facts_from_asym(name):
-    """The sweeps keep readable lists; they must equal the one source of truth in asym.protocol / asym.data."""
-    jobs = [identity(j) for j in sweep_jobs(name)]
-    assert {j[1] for j in jobs} == set(PAPER_DATASETS)
-    assert {j[2] for j in jobs} == {float(m) for m in LR_MULTIPLIERS}
-    for model, _, _, freeze, procedure in jobs:
-        assert procedure in procedures_for(model, freeze)
-        assert freeze == "none" or model in CLAMPED_MODELS
-    if name in ("paper", "table2"):
-        assert {j[0] for j in jobs if j[4] == "large_batch"} == {parse_model(m).label for m in TWO_PROCEDURE_MODELS}
-    if name in ("paper", "table4_c2"):
-        assert {j[0] for j in jobs if j[3] != "none"} == {parse_model(m).label for m in CLAMPED_MODELS}
+# The sweep files against the study (asym.study): tests/test_study.py
 
 
 def test_private_apis_we_rely_on_still_exist():

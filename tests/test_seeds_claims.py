@@ -12,7 +12,8 @@ from asym import tracking
 from asym.analysis import claims, figures, render
 from asym.analysis.tables import (BETTER, SAME, TABLES, WORSE, Cells, build, compare, load_runs, long_form,
                                   select_protocol)
-from asym.train import Protocol
+from asym.protocol import Protocol
+from asym.study import FLIP_P, flip_column
 
 TEST = asdict(Protocol(epochs=3, lr_steps=[2]))
 VAL = {**TEST, "select_on": "val"}
@@ -237,7 +238,7 @@ def tables_of(spec: dict[str, dict[str, dict[str, list[float] | float]]]) -> dic
 
 
 def flips(errors):
-    return {f"brSF{'' if p == 0 else f'-p{p}'}+BN+BM": e for p, e in zip((0, 25, 50, 75, 100), errors)}
+    return {flip_column("brSF", p): e for p, e in zip(FLIP_P, errors)}
 
 
 S, C, U = claims.SUPPORTED, claims.CONTRADICTED, claims.UNDETERMINED
@@ -299,6 +300,25 @@ def test_every_claim_is_tested_three_ways():
 def test_the_papers_own_tables_support_its_conclusions(key, detail):
     verdicts = claims.evaluate(claims.paper_tables())
     assert verdicts[key].status == S and detail in verdicts[key].detail, verdicts[key].detail
+
+
+# Training images per row as Section 5's protocols give them (TIMIT80: frames): the Flowers sets train on their
+# split files' train + val, 17·(40 + 20) and 102·(10 + 10); iCub's folders fix no size.
+PROTOCOL_TRAIN_SIZE = {"MNIST": 60000, "CIFAR": 50000, "CIFAR100": 50000, "SVHN": 73257, "STL10": 5000,
+                       "Cal101": 102 * 30, "Cal256-101": 102 * 30, "Flowers17": 1020, "Flowers102": 2040,
+                       "PubFig83-ID": 80 * 85, "SUFR-W-ID": 80 * 10, "LFW-ID": 80 * 10, "Scene67": 67 * 80,
+                       "TIMIT80": 80 * 400}
+
+
+def test_claim_VIb_correlates_the_training_set_sizes_the_loaders_train_on():
+    """Claim VIb's Spearman ρ(training-set size, BN − BN+BM) on the paper's Table 2, recomputed from the sizes the
+    protocol gives: the check must print and rank the Flowers sets at 1,020 and 2,040 images."""
+    verdict = claims.evaluate(claims.paper_tables())["VIb"]
+    t2 = TABLES["2"].paper()
+    gain = (t2["BN"] - t2["BN+BM"]).loc[list(PROTOCOL_TRAIN_SIZE)]
+    rho = pd.Series(PROTOCOL_TRAIN_SIZE).corr(gain, method="spearman")
+    assert f"ρ(training-set size, BN − BN+BM) = {rho:.2f} over 14 datasets" in verdict.detail, verdict.detail
+    assert "Flowers17 (1020)" in verdict.detail and "Flowers102 (2040)" in verdict.detail
 
 
 def cli(*args):

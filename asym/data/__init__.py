@@ -95,6 +95,11 @@ PAPER_DATASETS = [n for n in DATASETS if n != "digits"]  # the paper's row order
 # per-class protocols: (classes sampled, train per class, test per class at most) — see sources.split_per_class
 CLASS_PROTOCOLS = {"caltech101": (102, 30, 10), "caltech256_101": (102, 30, 10), "pubfig83": (80, 85, 15),
                    "sufrw": (80, 10, 5), "lfw": (80, 10, 5), "scene67": (67, 80, 20)}
+# the standard splits' training sets as the readers take them (examples; TIMIT80: frames). The per-class protocols'
+# follow from CLASS_PROTOCOLS and the Flowers sets' from their split files (sources.FLOWERS_TRAIN); iCub's folders
+# fix none. asym.study.train_size reads all three.
+STANDARD_TRAIN = {"mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257, "stl10": 5000,
+                  "timit80": 80 * 400, "digits": 1797 - 540}  # digits: scikit-learn's 1,797 less the 30 % test split
 
 
 def info(name: str) -> DatasetInfo:

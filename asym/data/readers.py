@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .sources import (DatasetIncomplete, _class_tree, _flowers102_files, _open_npz, _split_listing, inspect, locate,
-                      split_per_class)
+from .sources import (FLOWERS_TRAIN, DatasetIncomplete, _class_tree, _flowers102_files, _open_npz, _split_listing,
+                      inspect, locate, split_per_class)
 
 IMAGE_SIZE = 119  # folder images are decoded straight to the default119 input size
 DECODE_PROGRESS = False  # set by asym-data prepare when it decodes in the foreground of a terminal
@@ -67,8 +67,9 @@ def flowers102(meta, root, seed, per_class):
     ids = loadmat(folder / "setid.mat", squeeze_me=True)
     files = lambda key: [folder / "jpg" / f"image_{int(i):05d}.jpg" for i in ids[key]]
     y = lambda key: _labels([int(labels[int(i) - 1]) - 1 for i in ids[key]])
-    train = files("trnid") + files("valid")
-    return _decode(train, meta), torch.cat([y("trnid"), y("valid")]), _decode(files("tstid"), meta), y("tstid")
+    train = [f for key in FLOWERS_TRAIN["flowers102"] for f in files(key)]
+    return (_decode(train, meta), torch.cat([y(key) for key in FLOWERS_TRAIN["flowers102"]]), _decode(files("tstid"), meta),
+            y("tstid"))
 
 
 def _decode(files, meta=None) -> torch.Tensor:

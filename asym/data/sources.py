@@ -13,6 +13,10 @@ import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 FLOWERS17_PER_CLASS = 80  # the VGG archive numbers images class by class, 80 each (image_0001 … image_1360)
+# What the Flowers readers train on: their split file's train and val sets (protocol decision 12), with the images
+# per class each holds (Flowers17: datasplits.mat split 1, 40 + 20, its test set tst1 the other 20; Flowers102:
+# setid.mat, 10 + 10, its test set tstid the rest).
+FLOWERS_TRAIN = {"flowers17": {"trn1": 40, "val1": 20}, "flowers102": {"trnid": 10, "valid": 10}}
 # The files torchvision's dataset classes read (their ``resources``/``train_list``/``test_list``/``meta``/
 # ``split_list``), named here so looking at a layout needs no torch; a test pins them on torchvision's own.
 TORCHVISION_FILES = {
@@ -208,7 +212,7 @@ def _flowers17_listing(meta, folder: Path):
     _mat_keys(meta, folder / "datasplits.mat", ("trn1", "val1", "tst1"))
     splits = loadmat(folder / "datasplits.mat", squeeze_me=True)
     item = lambda i: (folder / "jpg" / f"image_{int(i):04d}.jpg", (int(i) - 1) // FLOWERS17_PER_CLASS)
-    train = [item(i) for key in ("trn1", "val1") for i in np.atleast_1d(splits[key])]
+    train = [item(i) for key in FLOWERS_TRAIN["flowers17"] for i in np.atleast_1d(splits[key])]
     test = [item(i) for i in np.atleast_1d(splits["tst1"])]
     absent = [f.name for f, _ in train + test if not f.is_file()]
     if absent:
