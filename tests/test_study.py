@@ -190,8 +190,9 @@ def test_python_m_asym_train_takes_its_defaults_from_the_protocol(tmp_path, monk
 
 def test_the_experiment_name_is_written_once():
     """Code, configs, CI scripts and tests read ``asym.tracking.DEFAULT_EXPERIMENT``."""
-    where = [p.relative_to(REPO).as_posix() for pattern in ("**/*.py", "**/*.yaml", ".ci/*")
-             for p in REPO.glob(pattern) if ".venv" not in p.parts and p.is_file()
+    folders = ("asym", "conf", "sweeps", "launcher", "analysis", "hydra_plugins", "benchmarks", "tests", ".ci")
+    where = [p.relative_to(REPO).as_posix() for folder in folders for p in sorted((REPO / folder).rglob("*"))
+             if p.suffix in (".py", ".yaml", ".sh", "") and p.is_file()
              and tracking.DEFAULT_EXPERIMENT in p.read_text(errors="replace")]
     assert where == ["asym/tracking.py"]
     from asym.config import TrackingConf
