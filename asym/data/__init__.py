@@ -7,7 +7,7 @@ tensors onto its device and slices batches from a seeded ``randperm`` — no Dat
 ``asym.data.tensors`` and load on first use (PEP 562): this package itself is torch-free.
 
 ``DATASETS`` is the registry (the one owner of each dataset's name, row label, net, split rule, paths and
-source; the README's table is ``registry_table()``). ``survey``/``check_available``/``check_all`` look at
+source; docs/datasets.md's table is ``registry_table()``). ``survey``/``check_available``/``check_all`` look at
 the files without decoding them; ``asym-data`` (``asym.data.cli``) puts status, download and prepare on
 the command line.
 """
@@ -206,7 +206,7 @@ def check_all(wanted, seed: int = 0, cache: str | Path | None = None) -> None:
 
 
 def registry_table() -> str:
-    """The README's dataset table, generated from DATASETS (a test keeps the README equal to it)."""
+    """docs/datasets.md's dataset table, generated from DATASETS (a test keeps the page equal to it)."""
     esc = lambda s: s.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
     rows = ["| name | row | net | split (protocol decision 12) | files under `data.root` | get it |",
             "|---|---|---|---|---|---|"]
