@@ -129,7 +129,7 @@ def get(url: str) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", RESULTS)
+@pytest.mark.parametrize("command", RESULTS, ids=lambda c: " ".join(c.partition("#")[0].split()[:4]))
 def test_results_command_as_written(demo, command):
     home, env, res = demo
     assert res.returncode == 0, "the demo failed: nothing to look at"
