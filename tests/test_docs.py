@@ -105,6 +105,27 @@ def test_relative_links_resolve(page):
     assert not broken, f"{page.name}: " + "; ".join(broken)
 
 
+CODE_PATH = re.compile(r"`((?:asym|analysis|launcher|conf|sweeps|benchmarks|tests|hydra_plugins|\.ci)/[\w./-]*)`")
+CODE_SYMBOLS = re.compile(r"`([\w/]+\.py)`\s*\(((?:`[\w.]+`(?:,\s*)?)+)\)")
+
+
+@pytest.mark.parametrize("page", [REPO / "README.md", *DOCS], ids=lambda p: str(p.relative_to(REPO)))
+def test_code_the_docs_name_exists(page):
+    """Every repository path a page names in backticks exists, and every name it gives in brackets after a module,
+    as in `asym/models.py` (`build_network`), is defined in that module."""
+    text, missing = page.read_text(), []
+    for path in CODE_PATH.findall(text):
+        if not (REPO / path.rstrip("/")).exists():
+            missing.append(path)
+    for path, names in CODE_SYMBOLS.findall(text):
+        source = (REPO / path).read_text() if (REPO / path).is_file() else ""
+        for name in re.findall(r"`([\w.]+)`", names):
+            for part in name.split("."):
+                if not re.search(rf"^\s*(?:def|class)\s+{part}\b|^{part}\b.*=", source, re.M):
+                    missing.append(f"{path}: {part}")
+    assert not missing, f"{page.name} names what is not there: {missing}"
+
+
 def test_docs_pages_are_linked_from_the_readme():
     readme = (REPO / "README.md").read_text()
     assert DOCS, "docs/ has no pages"
