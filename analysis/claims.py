@@ -29,7 +29,8 @@ SUPPORTED, CONTRADICTED, UNDETERMINED = "supported", "contradicted", "not enough
 # A per-dataset statement about the general case is supported when it holds on at least 4 of 5 datasets:
 # the paper itself reads its tables this way ("apparently it does not perform well on most datasets").
 SUPPORT_SHARE = Fraction(4, 5)
-# "Similar" / "do not matter": within the paper's own highlight margin (3 pp, GUIDE item 10) plus our seed noise.
+# "Similar" / "do not matter": within the paper's own highlight margin (3 pp, protocol decision 10 in
+# docs/protocol.md) plus our seed noise.
 SIMILAR = MARGIN
 # A decline with p: Spearman ρ of error against p over the 5 columns p = 0, 25, 50, 75, 100 %. One swap of
 # neighbours gives ρ = 0.9, two 0.8; at 0.7 a rise with p is still the main trend.
@@ -45,8 +46,8 @@ RHO_SMALL = -0.3
 MIN_DATASETS_RHO = 4
 
 CHANCE = {d.title: 100.0 * (1 - 1 / d.num_classes) for d in DATASETS.values()}  # error of a constant guess, %
-# Training-set size per row (images; TIMIT80: frames), as the data registry's split rule gives it (asym.study);
-# iCub's protocol fixes none, so claim VIb leaves it out.
+# Training-set size per row (images; TIMIT80: frames), as the data registry's split rule gives it (asym.study;
+# protocol decision 12 in docs/protocol.md); iCub's protocol fixes none, so claim VIb leaves it out.
 ROW_TRAIN_SIZE = {DATASETS[name].title: size for name, size in TRAIN_SIZE.items()}
 
 

@@ -30,7 +30,7 @@ class Protocol:
     base_lr: float = 5e-4
     momentum: float = MOMENTUM
     weight_decay: float = WEIGHT_DECAY
-    bn_batches: int = 20        # training batches forwarded for BN test statistics (GUIDE item 4)
+    bn_batches: int = 20        # training batches forwarded for BN test statistics (protocol decision 4)
     bn_alpha: float = 0.05
     large_batch_size: int = 500
     large_batch_after: int = 3
