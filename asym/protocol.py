@@ -20,6 +20,8 @@ AMP_CHOICES = ("none", "bf16", "fp16")         # train.amp: mixed precision (cha
 SELECT_ON_CHOICES = ("test", "val")            # train.select_on: test = the paper's choice of lr and epoch
 SELECTIONS = {"test": "selected on the test split (the paper)",   # lr and epoch; how tables and status say it
               "val": "selected on a holdout of the training split (train.val_fraction)"}
+FP16_GROUP_ERROR = ("train.amp=fp16 needs engine=single: its GradScaler skips the step of every member of a run "
+                    "group when one member's gradients overflow; use train.amp=bf16 for run groups")
 
 
 def procedures_for(model: str, freeze: str = "none") -> tuple[str, ...]:
