@@ -291,7 +291,7 @@ def train() -> None:
     args = get_args_parser().parse_args()
     try:
         argv = preflight(args)
-    except (OverrideError, UsageError) as e:
+    except (ValueError, UsageError) as e:  # OverrideError, and every check_config/plan line, are ValueErrors
         fail(str(e))
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]

@@ -127,6 +127,13 @@ def explain(e: BaseException, overrides: Sequence[str] = ()) -> str:
     if first.startswith("Multiple values for"):
         group = first.split()[3].rstrip(".")
         return f"{group} is chosen twice: choose it once ({group}=…)"
+    if first.startswith("Error merging override ") and isinstance(cause, OmegaConfBaseException):
+        line = first[len("Error merging override "):]
+        reason = str(cause).strip().splitlines()[0]
+        if line.startswith("~") and "does not support deletion" in reason:
+            key = line[1:].split("=")[0]
+            return f"{line}: {reason}: set it instead ({key}=…)"
+        return f"{line}: {reason}"
     if isinstance(e, OmegaConfBaseException) or isinstance(cause, OmegaConfBaseException):
         inner = e if isinstance(e, OmegaConfBaseException) else cause
         return str(inner).strip().splitlines()[0]

@@ -15,6 +15,7 @@ from asym.data import PAPER_DATASETS
 from asym.models import parse_model
 from asym.protocol import CLAMPED_MODELS, LR_MULTIPLIERS, TWO_PROCEDURE_MODELS, procedures_for
 from asym.launcher.plan import job_values, select_jobs
+from conftest import tiny_npz
 
 TABLES = {"table2": 11 * 75 + 75, "table3": 11 * 75, "table4_c1": 8 * 75, "table4_c2": 4 * 2 * 75, "table5": 8 * 75}
 
@@ -176,17 +177,6 @@ def test_missing_dataset_stops_a_sweep_before_any_run(tmp_path):
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "dataset 'mnist' not found" in res.stderr
     assert "dataset 'timit80' not found" in res.stderr and "asym-data status" in res.stderr  # all of them, at once
     assert not (tmp_path / "mlflow.db").exists()
-
-
-def tiny_npz(path, seed=0):
-    """A small real .npz dataset (x_train y_train x_test y_test) of three separable classes."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    y = np.arange(120) % 3
-    x = rng.normal(size=(120, 12)).astype("float32") + 3 * np.eye(3, 12, dtype="float32")[y]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
-    return path
 
 
 @pytest.mark.slow
