@@ -9,6 +9,7 @@ import functools
 import json
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from omegaconf import OmegaConf
@@ -154,6 +155,7 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
     The entries' ``overrides`` are the jobs to launch, ``num`` their index.
     """
     from asym.analysis.tables import tables_of
+    tables = functools.lru_cache(maxsize=None)(tables_of)   # a few dozen (model, freeze) pairs in any sweep
     composed, fields_cache, entries, seen, wanted = {}, {}, [], set(), []
     for job in jobs:
         rest = tuple(o for o in job if parse(o).key_or_group not in RUN_KEYS and not parse(o).is_hydra_override())
@@ -170,7 +172,7 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
         wanted.append((run.dataset, str(cfg.data.root), bool(cfg.data.download), run.seed))
         entries.append({"num": len(entries), "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
                         "config_hash": identity[0], "protocol_hash": tracking.protocol_hash(proto),
-                        "select_on": proto["select_on"], "tables": tables_of(run.model, run.freeze)})
+                        "select_on": proto["select_on"], "tables": tables(run.model, run.freeze)})
     if check_data:  # every missing or incomplete dataset of the sweep in one message, not the first one found
         data.check_all(wanted, cache=config.data.get("cache"))
     return entries
@@ -225,7 +227,7 @@ def _run_fields(job: list[str], rest: tuple, small, cache: dict):
         if value is _INTERPOLATED:
             return None
         fields[key] = value
-    return OmegaConf.create(fields)
+    return SimpleNamespace(**fields)
 
 
 def _number(x: float) -> str:
