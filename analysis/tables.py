@@ -30,7 +30,7 @@ import pandas as pd
 
 from asym import tracking
 from asym.data import DATASETS, PAPER_DATASETS, info
-from asym.models import parse_model
+from asym.labels import parse_model
 from asym.protocol import SELECTIONS, procedures_for
 from asym.train import BEST_ERROR as BEST
 from asym.train import SELECTED_ERROR, SELECTED_HOLDOUT_ERROR

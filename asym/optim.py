@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-MOMENTUM = 0.9
-WEIGHT_DECAY = 5e-4  # MatConvNet's default; the paper states none
+from .protocol import MOMENTUM, WEIGHT_DECAY
 
 
 class BatchManhattan(Optimizer):

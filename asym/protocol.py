@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from .models import FREEZE_CHOICES, parse_model
-from .optim import MOMENTUM, WEIGHT_DECAY
+from .labels import FREEZE_CHOICES, parse_model
 
 LR_MULTIPLIERS = (100, 10, 1, 0.1, 0.01)       # GUIDE item 6: every model runs at each
 PROCEDURES = ("standard", "large_batch")       # large_batch: batch 100 for 3 epochs, then 500 (GUIDE item 8)
@@ -18,6 +17,8 @@ TWO_PROCEDURE_MODELS = ("uSF+BM",)             # the only model the paper runs w
 CLAMPED_MODELS = ("SGD", "RndF", "RndF+BN+BM", "uSF+BN+BM")  # Exp. C2 (Table 4): run with freeze=bottom|top
 AMP_CHOICES = ("none", "bf16", "fp16")         # train.amp: mixed precision (changes the numbers; none = the paper)
 SELECT_ON_CHOICES = ("test", "val")            # train.select_on: test = the paper's choice of lr and epoch
+MOMENTUM = 0.9                                 # m of every update setting (Section 3)
+WEIGHT_DECAY = 5e-4                            # d: MatConvNet's default; the paper states none
 SELECTIONS = {"test": "selected on the test split (the paper)",   # lr and epoch; how tables and status say it
               "val": "selected on a holdout of the training split (train.val_fraction)"}
 FP16_GROUP_ERROR = ("train.amp=fp16 needs engine=single: its GradScaler skips the step of every member of a run "

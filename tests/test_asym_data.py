@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from asym import data
-from asym.data import cli, remote, sources
+from asym.data import cli, readers, remote, sources
 from layouts import CALTECH101_COUNTS, REAL_SHAPES, tiny_jpeg, write_class_tree, write_real_shape
 from test_data import fake_cifar, fake_mnist, no_md5  # noqa: F401 (a fixture)
 
@@ -226,8 +226,8 @@ def test_prepare_twice_is_a_noop_the_second_time(tmp_path, capsys, monkeypatch):
 
     def fail(*a, **k):
         raise AssertionError("decoded again")
-    monkeypatch.setattr(sources, "_decode", fail)
-    monkeypatch.setattr(sources, "mnist", fail)
+    monkeypatch.setattr(readers, "_decode", fail)
+    monkeypatch.setattr(readers, "mnist", fail)
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("already prepared") == 3 and "3 classes, train 12, test 5" in out
@@ -543,3 +543,17 @@ def test_console_script(tmp_path):
     assert res.returncode == 1 and "mnist" in res.stdout
     res = subprocess.run([exe, "table"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout == data.registry_table()
+
+
+def test_the_layout_checks_name_the_files_torchvisions_readers_read():
+    """``sources.TORCHVISION_FILES`` spells out torchvision's file lists so ``asym-data status`` needs no torch;
+    they must stay the ones torchvision's dataset classes actually read."""
+    import torchvision.datasets as tvd
+    theirs = {
+        "mnist": tuple(Path(f).name.removesuffix(".gz") for f, _ in tvd.MNIST.resources),
+        "cifar10": tuple(f for f, _ in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list) + (tvd.CIFAR10.meta["filename"],),
+        "cifar100": tuple(f for f, _ in tvd.CIFAR100.train_list + tvd.CIFAR100.test_list) + (tvd.CIFAR100.meta["filename"],),
+        "stl10": tuple(f for f, _ in tvd.STL10.train_list + tvd.STL10.test_list),
+        "svhn": tuple(tvd.SVHN.split_list[s][1] for s in ("train", "test")),
+    }
+    assert sources.TORCHVISION_FILES == theirs

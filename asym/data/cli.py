@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import PAPER_DATASETS, DatasetMissing, Survey, cache_path, info, registry_table, sources, survey
+from . import PAPER_DATASETS, DatasetMissing, Survey, cache_path, info, registry_table, survey
 
 
 class UsageError(ValueError):
@@ -168,7 +168,8 @@ def prepare(args) -> int:
     failed: list[str] = []
     bar = tqdm(total=len(todo), unit="dataset", desc="prepare", disable=not sys.stderr.isatty())
     if args.jobs == 1 or len(todo) == 1:
-        sources.DECODE_PROGRESS = sys.stderr.isatty()
+        from . import readers  # decoding is the one subcommand that needs torch (status stays light)
+        readers.DECODE_PROGRESS = sys.stderr.isatty()
         for n in todo:
             print(f"{n}: decoding…", flush=True)
             try:
