@@ -116,10 +116,14 @@ def check_job(cfg: DictConfig) -> None:
     """Everything a job needs, before it starts: every value (``check_config``), write access to the tracking
     server, the dataset on disk. UsageError with one line otherwise. A single run is checked before Hydra
     creates its directory (``train``); every job again where it runs (a SLURM task, a pool worker)."""
-    from . import data, tracking
+    from . import data
     try:
         schema.check_config(cfg)
         run = job_runs(cfg)[0]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    from . import tracking  # the values are good: the server and the data (MLflow loads here, not for a typo)
+    try:
         tracking.require_write_access(cfg.tracking.uri, cfg.tracking.experiment)
         data.check_available(run.dataset, to_absolute_path(cfg.data.root), cfg.data.download, seed=run.seed,
                              cache=cfg.data.cache)
