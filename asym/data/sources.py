@@ -76,8 +76,8 @@ def split_per_class(classes: dict[str, list], per_class: tuple[int, int, int], s
 
     ``classes`` maps a class name to its items (file paths). A class is eligible when it has more than
     ``n_train`` items; its test split is the next ``min(n_test, size − n_train)`` items of a seeded
-    permutation (protocol decision: the paper's "30 training and 10 testing samples per class" on
-    Caltech-101, whose smallest classes hold 31–39 images). Returns ``(train, y_train, test, y_test)``,
+    permutation (protocol decision 12 in docs/protocol.md: the paper's "30 training and 10 testing samples per
+    class" on Caltech-101, whose smallest classes hold 31–39 images). Returns ``(train, y_train, test, y_test)``,
     labels numbered in sorted class-name order. Raises DatasetIncomplete when fewer than ``n_classes``
     classes are eligible.
     """
