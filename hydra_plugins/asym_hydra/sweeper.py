@@ -4,8 +4,10 @@ On top of ``BasicSweeper`` (see ``asym.launcher.plan``):
 - ``only_for_models`` drops combinations that do not exist (``procedure=large_batch`` only for ``uSF+BM``,
   ``freeze=bottom|top`` only for Exp. C2's models) and identical runs are launched once (``BM1`` is ``BM``).
 - ``seeds=K`` repeats every run with seed 0 … K-1 (``plan.expand_seeds``), each its own run;
-- every run is validated and every dataset found on disk before anything is launched or queued;
-  the plan is written to ``<sweep dir>/runs.json`` for ``asym-status``.
+- every job is checked on its config as Hydra composes it, and every dataset found on disk, before anything
+  is written, launched or queued (one ``error:`` line otherwise); a sweep over sweep files
+  (``+sweep=glob(table*)``) is the union of their grids; the plan is written to ``<sweep dir>/runs.json``
+  for ``asym-status``.
 - in-process, jobs run one at a time under a progress bar; other launchers get one batch.
 - failed jobs do not stop the sweep; they are counted and the sweep exits non-zero (hydra #1928).
 - at the end, the tables named by the ``tables`` config key are printed.
