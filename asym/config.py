@@ -116,11 +116,15 @@ def check_keys(cfg: Any) -> None:
     from .overrides import unknown_key
     missing, extra = _key_differences(cfg, OmegaConf.structured(Config), "")
     if missing:
-        key = missing[0]
-        raise ValueError(f"~{key} deletes a key every run needs; set it instead ({key}=…) or leave it out")
+        raise deleted(missing[0])
     if extra:
         key, schema_node = extra[0]
         raise ValueError(unknown_key(key, schema_node, added=True))
+
+
+def deleted(key: str) -> ValueError:
+    """The line for a key of the schema that ``~key`` took out of the composed config."""
+    return ValueError(f"~{key} deletes a key every run needs; set it instead ({key}=…) or leave it out")
 
 
 def _key_differences(cfg: Any, schema: Any, prefix: str) -> tuple[list[str], list[tuple[str, Any]]]:

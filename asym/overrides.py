@@ -144,7 +144,7 @@ def explain(e: BaseException, overrides: Sequence[str] = ()) -> str:
 
 def unknown_key(full_key: str, parent, added: bool = False) -> str:
     """``modle=SGD``: the key, the closest key the config has (``parent``: the node it is not in), and the keys
-    there are. ``added``: ``+key``/``++key`` put it in the config, where no run reads it."""
+    there are. ``added``: ``+key``/``++key`` (or a config file) put it in the config, where no run reads it."""
     prefix, _, key = full_key.rpartition(".")
     keys = [k for k in (parent.keys() if parent is not None else []) if k != "hydra"]
     nested = {k for k in keys if _is_node(parent, k)}
@@ -153,7 +153,7 @@ def unknown_key(full_key: str, parent, added: bool = False) -> str:
              + "".join(f", {k}.*" for k in keys if k in nested)) if not prefix else \
         (f"; {prefix} has {', '.join(keys)}" if keys else f"; {prefix} has no keys")
     return (f"unknown config key '{full_key}'" + (f" (did you mean '{_join(prefix, hint[0])}'?)" if hint else "")
-            + (" (+/++ added it; no run reads it)" if added else "") + where)
+            + (" (added by +/++ or a config file; no run reads it)" if added else "") + where)
 
 
 def bad_value(full_key: str, value: Any, reason: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 
 from asym import data, tracking
-from asym.config import RUN_KEYS, TrainConf, check_config, check_seeds, run_spec
+from asym.config import RUN_KEYS, TrainConf, check_config, check_seeds, deleted, run_spec
 from asym.files import write_json
 from asym.overrides import OverrideError, check_forms, explain, group_options
 from asym.overrides import parse as parse_overrides
@@ -223,7 +223,7 @@ def _run_fields(job: list[str], rest: tuple, small, cache: dict):
                                        if OmegaConf.is_interpolation(cfg, key) else cfg[key])
         value = cache[rest, key, lines]
         if value is _ABSENT:
-            raise ValueError(f"~{key} deletes a key every run needs; set it instead ({key}=…) or leave it out")
+            raise deleted(key)
         if value is _INTERPOLATED:
             return None
         fields[key] = value

@@ -83,6 +83,16 @@ def test_private_apis_we_rely_on_still_exist():
     from submitit.slurm.slurm import _make_sbatch_string
 
     assert hasattr(BasicSweeper, "split_arguments") and "overrides" in get_args_parser().parse_args(["a=1"])
+    # asym.overrides.session sets Hydra up as hydra.main does; plan applies a job's run keys with Hydra's code
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path, \
+        detect_calling_file_or_module_from_task_function
+    assert {"task_name", "config_search_path"} <= set(inspect.signature(Hydra.create_main_hydra2).parameters)
+    assert list(inspect.signature(create_automatic_config_search_path).parameters) == \
+        ["calling_file", "calling_module", "config_path"]
+    assert detect_calling_file_or_module_from_task_function(test_private_apis_we_rely_on_still_exist)[1] == __name__
+    assert list(inspect.signature(ConfigLoaderImpl._apply_overrides_to_config).parameters) == ["overrides", "cfg"]
     assert {"command", "folder", "map_count"} <= set(inspect.signature(_make_sbatch_string).parameters)
     local = submitit.AutoExecutor(folder="/tmp/asym-pin", cluster="local")._executor
     local.update_parameters(visible_gpus=(0,))

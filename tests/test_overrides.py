@@ -71,8 +71,8 @@ FORMS = {
                                    "key=value")),
     "++-existing-key": (["++seed=3"], runs({"seed": 3})),
     "+-existing-key": (["+seed=3"], error("'+seed' adds a key the config already has; write seed=… (or ++seed=…")),
-    "+-new-key": (["+modle=SGD"], error("unknown config key 'modle' (did you mean 'model'?) (+/++ added it; "
-                                        "no run reads it)")),
+    "+-new-key": (["+modle=SGD"], error("unknown config key 'modle' (did you mean 'model'?) (added by +/++ "
+                                        "or a config file; no run reads it)")),
     "++-new-key-in-a-section": (["++train.epohcs=3"], error("unknown config key 'train.epohcs' (did you mean "
                                                             "'train.epochs'?)")),
     "+-group": (["+sweep=demo"], runs({"model": "SGD", "train.epochs": 4, "tables": ["2"]})),

@@ -4,7 +4,6 @@ Without a cluster: the dry run's ``--array`` size, bad K as one line before anyt
 job loop, and the per-process dataset cache. The real-SLURM tests are in test_cluster.py.
 """
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -17,14 +16,10 @@ from asym.launcher.slurm import LaunchError, RunsInTurn, check_runs_per_task, in
 SWEEP = ["model=SGD,BN", "lr_mult=10,1,0.1", "dataset=digits", "train=demo", "train.epochs=1", "hydra/launcher=slurm"]
 
 
-def asym_train_process(tmp_path, *args):
-    return subprocess.run(["asym-train", "-m", *args, f"tracking.uri=sqlite:///{tmp_path}/m.db",
-                           f"output_root={tmp_path}/runs"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize("k,tasks", [(1, 6), (4, 2), (50, 1)])
-def test_dry_run_shows_one_array_task_per_k_runs(tmp_path, k, tasks):
-    res = asym_train_process(tmp_path, *SWEEP, f"hydra.launcher.runs_per_task={k}", "hydra.launcher.dry_run=true")
+def test_dry_run_shows_one_array_task_per_k_runs(asym_train, tmp_path, k, tasks):
+    res = asym_train("-m", *SWEEP, f"hydra.launcher.runs_per_task={k}", "hydra.launcher.dry_run=true",
+                     f"tracking.uri=sqlite:///{tmp_path}/m.db", f"output_root={tmp_path}/runs")
     assert res.returncode == 0, res.stderr[-2000:]
     arrays = re.findall(r"^#SBATCH --array=(\S+)$", res.stdout, re.M)
     assert arrays == [f"0-{tasks - 1}%{min(tasks, 256)}"]
