@@ -206,7 +206,7 @@ def test_a_cache_never_makes_a_dataset_usable_without_its_files(tmp_path, capsys
     data.load("mnist", tmp_path / "a")
     assert data.cache_state("mnist", tmp_path / "a") == "current"
     s = data.survey("mnist", tmp_path / "b")  # another root: nothing there, the cache folder holds a's tensors
-    assert s.state == "missing" and s.cache == "stale" and not s.usable
+    assert not s.usable and s.state == "missing" and s.cache == "stale"
     with pytest.raises(data.DatasetMissing, match="not found"):
         data.check_available("mnist", tmp_path / "b")
     assert cli.main(["status", "mnist", "--root", str(tmp_path / "b")]) == 1

@@ -1,6 +1,6 @@
 """``asym-data``: see, fetch and prepare the datasets before a sweep.
 
-    asym-data status   [NAME…] [--root R] [--check] what is there, its identity, whether the cache is current
+    asym-data status   [NAME…] [--check]           what is there, its identity, whether the cache is current
     asym-data download NAME…|paper [--root R]      fetch what a public source serves (resumable, checksummed)
     asym-data prepare  NAME…|paper [--jobs N]      build the prepared tensor caches the runs read
     asym-data table                                the README's dataset table, from the registry
@@ -9,7 +9,7 @@
 ``--cache`` and ``--seed`` are ``data.cache`` and ``seed``. Exit codes: 0 every dataset asked for is usable
 (status, download) or prepared (prepare); 1 some are not; 2 bad input, a dataset that cannot satisfy its
 protocol (prepare refuses it before doing anything), or a file that cannot be decoded (prepare, status --check).
-docs/data.md says what "usable", the identity and the scan's skips mean.
+docs/data-checks.md says what "usable", the identity, the scan's skips and --check mean.
 """
 from __future__ import annotations
 

@@ -60,15 +60,16 @@ def of_files(files: dict[str, os.stat_result], base: Path, location: str | None 
              by_content: bool = False) -> Identity:
     """The identity of ``files`` (path → stat), their paths taken relative to ``base``.
 
-    ``by_content``: every file by its sha256 alone (``npz:``); else by size and mtime, small non-image files
-    also by content. ``location`` (the resolved folder of a registry dataset) enters the digest when given."""
+    ``by_content``: the files' bytes alone, not their names or times (an ``npz:`` file: a copy under any name is
+    the same data); else each file's relative path, size and mtime, small non-image files also by content. ``location`` (the resolved folder of a registry dataset) enters the digest when given."""
     prefix = os.path.join(str(base), "")
     entries = []
-    for f, st in sorted(files.items()):
+    for f, st in sorted(files.items()):  # str paths: sorted as text
         rel = f[len(prefix):] if f.startswith(prefix) else os.path.relpath(f, base)
         small = os.path.splitext(f)[1].lower() not in IMAGE_SUFFIXES and st.st_size <= HASH_LIMIT
         sha = file_sha256(f, st) if by_content or small else None
-        entries.append([rel.replace(os.sep, "/"), st.st_size, None if by_content else st.st_mtime_ns, sha])
+        entries.append([None, st.st_size, None, sha] if by_content else
+                       [rel.replace(os.sep, "/"), st.st_size, st.st_mtime_ns, sha])
     payload = json.dumps([IDENTITY_VERSION, location, entries], separators=(",", ":"))
     return Identity(hashlib.sha256(payload.encode()).hexdigest()[:16], len(entries),
                     sum(st.st_size for st in files.values()))

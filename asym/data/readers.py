@@ -78,10 +78,10 @@ def _decode(files, meta) -> tuple[torch.Tensor, list[str]]:
 
 def _listed(meta, train, test):
     """Decode a dataset whose split is given as (file, label) lists; count test images also in training."""
-    xtr, dtr = _decode([f for f, _ in train], meta)
-    xte, dte = _decode([f for f, _ in test], meta)
-    return (xtr, _labels([y for _, y in train]), xte, _labels([y for _, y in test]),
-            {"test_in_train": leakage(dtr, dte)})
+    x, digests = _decode([f for f, _ in train + test], meta)  # one pass: a refusal counts both splits' failures
+    n = len(train)
+    return (x[:n], _labels([y for _, y in train]), x[n:], _labels([y for _, y in test]),
+            {"test_in_train": leakage(digests[:n], digests[n:])})
 
 
 def flowers102(meta, root, seed, per_class):

@@ -65,17 +65,19 @@ def walk(top: Path, scan: Scan | None = None, images_only: bool = True) -> Scan:
     return scan
 
 
-def walk_new(top: Path | str, scan: Scan, images_only: bool = True) -> list[str]:
-    """``walk``, returning the files this call added to ``scan`` (sorted by path)."""
+def walk_new(top: Path | str, scan: Scan, images_only: bool = True, claimed: bool = False) -> list[str]:
+    """``walk``, returning the files this call added to ``scan`` (sorted by path). ``claimed``: the caller has
+    put ``top`` in ``scan.seen_dirs`` already (``class_folders`` claims every class folder before any is walked)."""
     added: list[str] = []
     try:
         st = os.stat(top)
     except OSError:
         return added
-    if (st.st_dev, st.st_ino) in scan.seen_dirs:
-        scan.skipped[FOLDER_TWICE] += 1
-        return added
-    scan.seen_dirs.add((st.st_dev, st.st_ino))
+    if not claimed:
+        if (st.st_dev, st.st_ino) in scan.seen_dirs:
+            scan.skipped[FOLDER_TWICE] += 1
+            return added
+        scan.seen_dirs.add((st.st_dev, st.st_ino))
     stack = [str(top)]
     while stack:
         folder = stack.pop()
@@ -117,24 +119,36 @@ def walk_new(top: Path | str, scan: Scan, images_only: bool = True) -> list[str]
 
 
 def class_folders(folder: Path, scan: Scan) -> list[tuple[str, str]]:
-    """The class folders directly under ``folder`` (links followed, the policy applied), sorted by name.
-    Files lying next to them are counted as skipped ("not in a class folder")."""
+    """The class folders directly under ``folder`` (links followed, the policy applied), sorted by name, each
+    claimed in ``scan.seen_dirs`` with ``folder`` itself: a link inside one class to the top or to another class
+    is skipped, not walked as part of it (walk each with ``walk_new(…, claimed=True)``). Files lying next to
+    them are counted as skipped ("not in a class folder"); a second link to one class folder too."""
     out = []
     try:
+        top = os.stat(folder)
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError:
         return out
+    scan.seen_dirs.add((top.st_dev, top.st_ino))
     for e in entries:
         reason = skip_reason(e.name)
         if reason:
             scan.skipped[reason] += _count_inside(e.path)
-        elif e.is_dir():  # follows links
-            out.append((e.name, e.path))
-        elif e.is_file():
-            scan.skipped["not in a class folder"] += 1
-        else:
+            continue
+        try:
+            st = e.stat()  # follows links
+        except OSError:
             scan.skipped[BROKEN] += 1
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) in scan.seen_dirs:
+                scan.skipped[FOLDER_TWICE] += 1
+                continue
+            scan.seen_dirs.add((st.st_dev, st.st_ino))
+            out.append((e.name, e.path))
+        else:
+            scan.skipped["not in a class folder"] += 1
     return out
 
 

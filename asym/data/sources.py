@@ -128,7 +128,7 @@ def scan_classes(folder: Path, found: scan.Scan | None = None) -> tuple[dict[str
     found = found if found is not None else scan.Scan()
     classes = {}
     for name, d in scan.class_folders(folder, found):
-        files = scan.walk_new(d, found)
+        files = scan.walk_new(d, found, claimed=True)
         if files:
             classes[name] = files
     return classes, found
