@@ -73,47 +73,25 @@ def walk_new(top: Path | str, scan: Scan, images_only: bool = True, claimed: boo
         st = os.stat(top)
     except OSError:
         return added
-    if not claimed:
-        if (st.st_dev, st.st_ino) in scan.seen_dirs:
-            scan.skipped[FOLDER_TWICE] += 1
-            return added
-        scan.seen_dirs.add((st.st_dev, st.st_ino))
+    if not claimed and not _claim(scan, st):
+        return added
     stack = [str(top)]
     while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            scan.skipped["unreadable folder"] += 1
-            continue
         subfolders = []
-        for e in entries:
-            reason = skip_reason(e.name)
-            if reason:
-                scan.skipped[reason] += _count_inside(e.path)
-                continue
-            try:
-                st = e.stat()  # follows links
-            except OSError:
-                scan.skipped[BROKEN] += 1
-                continue
-            key = (st.st_dev, st.st_ino)
+        for e, st in _kept_entries(stack.pop(), scan):
             if stat.S_ISDIR(st.st_mode):
-                if key in scan.seen_dirs:
-                    scan.skipped[FOLDER_TWICE] += 1
-                    continue
-                scan.seen_dirs.add(key)
-                subfolders.append(e.path)
-            elif stat.S_ISREG(st.st_mode):
-                if images_only and os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
-                    scan.skipped[NOT_IMAGE] += 1
-                elif key in scan.seen_files:
-                    scan.skipped[LINKED_TWICE] += 1
-                else:
-                    scan.seen_files.add(key)
-                    scan.files[e.path] = st
-                    added.append(e.path)
+                if _claim(scan, st):
+                    subfolders.append(e.path)
+            elif not stat.S_ISREG(st.st_mode):
+                scan.skipped[NOT_IMAGE] += 1
+            elif images_only and os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
+                scan.skipped[NOT_IMAGE] += 1
+            elif (st.st_dev, st.st_ino) in scan.seen_files:
+                scan.skipped[LINKED_TWICE] += 1
+            else:
+                scan.seen_files.add((st.st_dev, st.st_ino))
+                scan.files[e.path] = st
+                added.append(e.path)
         stack.extend(reversed(subfolders))
     return sorted(added)
 
@@ -123,33 +101,47 @@ def class_folders(folder: Path, scan: Scan) -> list[tuple[str, str]]:
     claimed in ``scan.seen_dirs`` with ``folder`` itself: a link inside one class to the top or to another class
     is skipped, not walked as part of it (walk each with ``walk_new(…, claimed=True)``). Files lying next to
     them are counted as skipped ("not in a class folder"); a second link to one class folder too."""
-    out = []
     try:
-        top = os.stat(folder)
+        _claim(scan, os.stat(folder))
+    except OSError:
+        return []
+    out = []
+    for e, st in _kept_entries(folder, scan):
+        if not stat.S_ISDIR(st.st_mode):
+            scan.skipped["not in a class folder"] += 1
+        elif _claim(scan, st):
+            out.append((e.name, e.path))
+    return out
+
+
+def _kept_entries(folder: Path | str, scan: Scan):
+    """The entries of ``folder`` the policy keeps, sorted by name, each with its stat (links followed); the
+    skipped ones, broken links and an unreadable folder are counted in ``scan``."""
+    try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError:
-        return out
-    scan.seen_dirs.add((top.st_dev, top.st_ino))
+        scan.skipped["unreadable folder"] += 1
+        return
     for e in entries:
         reason = skip_reason(e.name)
         if reason:
             scan.skipped[reason] += _count_inside(e.path)
             continue
         try:
-            st = e.stat()  # follows links
+            yield e, e.stat()  # follows links
         except OSError:
             scan.skipped[BROKEN] += 1
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            if (st.st_dev, st.st_ino) in scan.seen_dirs:
-                scan.skipped[FOLDER_TWICE] += 1
-                continue
-            scan.seen_dirs.add((st.st_dev, st.st_ino))
-            out.append((e.name, e.path))
-        else:
-            scan.skipped["not in a class folder"] += 1
-    return out
+
+
+def _claim(scan: Scan, st: os.stat_result) -> bool:
+    """Mark a folder walked; False (counted as skipped) if it was already: a link loop or a second link."""
+    key = (st.st_dev, st.st_ino)
+    if key in scan.seen_dirs:
+        scan.skipped[FOLDER_TWICE] += 1
+        return False
+    scan.seen_dirs.add(key)
+    return True
 
 
 def describe_skipped(skipped: Counter) -> str:
