@@ -529,3 +529,16 @@ def test_the_numpy_decoders_read_what_torchvision_reads(tmp_path, monkeypatch, n
         ours = sources.shipped_arrays(meta, tmp_path)
         for a, b in zip(theirs, ours):
             assert np.array_equal(a.numpy(), b), name
+
+
+def test_a_cache_of_the_format_before_identities_is_stale_and_never_read(tmp_path, caplog):
+    """``<stem>-<key>.pt`` (the key without the identity): listed as stale, decoded again once, said so."""
+    f = feat_npz(tmp_path / "feat.npz")
+    old = tmp_path / "cache" / f"npz-{str(f).replace('/', '_')}-0123456789ab.pt"
+    old.parent.mkdir()
+    torch.save({"arch": "timit", "num_classes": 3, "x_train": torch.zeros(99, 7), "y_train": torch.zeros(99),
+                "x_test": torch.zeros(4, 7), "y_test": torch.zeros(4)}, old)
+    assert data.cache_entries(f"npz:{f}") == {old: ""} and data.cache_state(f"npz:{f}") == "stale"
+    with caplog.at_level(logging.INFO, logger="asym.data"):
+        assert data.load(f"npz:{f}").x_train.shape == (10, 7)
+    assert any("predates content identities" in r.getMessage() for r in caplog.records)

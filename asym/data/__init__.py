@@ -166,14 +166,17 @@ def cache_path(name: str, root: str | Path = "data", seed: int = 0, cache: str |
 
 
 def cache_entries(name: str, cache: str | Path | None = None) -> dict[Path, str]:
-    """Every prepared cache file of ``name`` in the cache folder → the short identity it was built from."""
+    """Every prepared cache file of ``name`` in the cache folder → the short identity it was built from
+    ("" for a file of the format before identities, ``<stem>-<key>.pt``: never read, safe to delete)."""
     stem = _cache_stem(name)
     folder = Path(cache or cache_dir()).expanduser()
     out = {}
-    for p in folder.glob(f"{glob.escape(stem)}-*-*.pt"):
+    for p in folder.glob(f"{glob.escape(stem)}-*.pt"):
         rest = p.stem[len(stem) + 1:].split("-")
         if len(rest) == 2 and len(rest[0]) == 8:
             out[p] = rest[0]
+        elif len(rest) == 1 and len(rest[0]) == 12:
+            out[p] = ""
     return out
 
 

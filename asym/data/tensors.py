@@ -153,10 +153,13 @@ def load(name: str, root: str | Path = "data", seed: int = 0, download: bool = F
     if path.exists() and (d := _read_cache(path, name, seed=seed)) is not None:
         log.info("dataset %s: identity %s (%d files), prepared cache %s", name, ident.short, ident.files, path)
         return d
-    older = {short for p, short in cache_entries(name, cache).items() if p != path}
-    if older - {ident.short}:
+    older = {short for p, short in cache_entries(name, cache).items() if p != path} - {ident.short}
+    if older - {""}:
         log.info("dataset %s: its files changed since its cache was built (identity %s, cache built from %s): "
-                 "decoding again", name, ident.short, ", ".join(sorted(older - {ident.short})))
+                 "decoding again", name, ident.short, ", ".join(sorted(older - {""})))
+    elif older:
+        log.info("dataset %s: its cache predates content identities (identity %s now): decoding again, once",
+                 name, ident.short)
     reader = getattr(readers, meta.reader)
     per_class = CLASS_PROTOCOLS.get(name)
     xtr, ytr, xte, yte, notes = reader(meta, root, seed=seed, per_class=per_class)
