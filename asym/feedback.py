@@ -7,7 +7,7 @@ the same device type draws exactly the same V sequence as an uninterrupted one (
 continues with a stream seeded from that state: ``Feedback.generator``).
 
 Batchwise strategies (brSF, brSF-p) redraw on every training-mode call, i.e. once per mini-batch;
-fixed ones (frSF, frSF-p, RndF) draw once, at construction. sign(0) = +1 (GUIDE item 2).
+fixed ones (frSF, frSF-p, RndF) draw once, at construction. sign(0) = +1 (protocol decision 2 in docs/protocol.md).
 """
 from __future__ import annotations
 

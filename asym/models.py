@@ -16,7 +16,7 @@ from .nn import AsymConv2d, AsymLinear
 
 
 class PaperBatchNorm(nn.Module):
-    """Batch normalisation with the paper's test statistics (GUIDE item 4).
+    """Batch normalisation with the paper's test statistics (protocol decision 4 in docs/protocol.md).
 
     Training mode normalises with the batch mean and std. ``calibrating`` mode does the same and
     updates an exponential moving average (α) of batch mean and std, started from the first batch.
@@ -68,7 +68,7 @@ def build_network(arch: str, num_classes: int, model: "str | ModelSpec" = "SGD",
                   seed: int = 0, in_features: int | None = None) -> nn.Sequential:
     """A Table 1 network for ``model``: weights initialised and feedback drawn from ``seed``.
 
-    Every Conv/FC except the output layer is followed by [BN] and ReLU (GUIDE item 4).
+    Every Conv/FC except the output layer is followed by [BN] and ReLU (protocol decision 4 in docs/protocol.md).
     ``freeze``: ``bottom`` clamps the last layer at its random init, ``top`` clamps all layers before it.
     ``in_features`` replaces the MLP's 1845 inputs (user feature sets on the ``timit`` arch).
     """

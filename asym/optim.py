@@ -1,4 +1,4 @@
-"""Batch Manhattan (paper Section 3, GUIDE item 5): w ← w + η·τ.
+"""Batch Manhattan (paper Section 3; protocol decision 5 in docs/protocol.md): w ← w + η·τ.
 
   setting 0 (SGD): τ = −g + m·τ − d·w
   setting 1 (BM):  τ = −sign(g) + m·τ − d·w

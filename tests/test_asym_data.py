@@ -1,5 +1,5 @@
 """Real datasets: the per-class split rule on each dataset's real shape, ``asym-data status | download | prepare``,
-broken layouts, the cache's atomicity, the sweep preflight naming every missing dataset, the README's table.
+broken layouts, the cache's atomicity, the sweep preflight naming every missing dataset, docs/datasets.md's table.
 
 Downloads talk only to an HTTP server on 127.0.0.1 that the test starts, serving archives in the real
 sources' layouts; the URLs are pointed at it through torchvision's public class attributes (``CIFAR10.url``,
@@ -514,7 +514,7 @@ def test_remotes_come_from_torchvision_public_attributes():
                 remote.remotes(name)
 
 
-# ---------------------------------------------------------------- the sweep preflight, the README
+# ---------------------------------------------------------------- the sweep preflight, docs/datasets.md
 
 def test_preflight_names_every_missing_or_incomplete_dataset(tmp_path):
     write_real_shape(tmp_path, "lfw", counts={f"p{i}": 11 for i in range(10)})
@@ -536,11 +536,12 @@ def test_preflight_names_every_missing_or_incomplete_dataset(tmp_path):
         data.check_all([("mnist", tmp_path, False, 3)])
 
 
-def test_readme_dataset_table_is_the_registry():
+def test_docs_dataset_table_is_the_registry():
+    page = (REPO / "docs" / "datasets.md").read_text()
+    table = re.search(r"<!-- datasets:begin.*?-->\n(.*?)<!-- datasets:end -->", page, re.S)
+    assert table, "docs/datasets.md lacks the generated dataset table markers"
+    assert table.group(1) == data.registry_table(), "docs/datasets.md's table differs from asym-data table: regenerate it"
     readme = (REPO / "README.md").read_text()
-    table = re.search(r"<!-- datasets:begin.*?-->\n(.*?)<!-- datasets:end -->", readme, re.S)
-    assert table, "README lacks the generated dataset table markers"
-    assert table.group(1) == data.registry_table(), "README's table differs from asym-data table: regenerate it"
     run = readme.split("## Run the paper", 1)[1]
     first = [l for l in run.splitlines() if l.startswith("asym-")][:3]
     assert [l.split()[:2] for l in first] == [["asym-data", "status"], ["asym-data", "download"], ["asym-data", "prepare"]]

@@ -1,13 +1,13 @@
 """The paper's 15 datasets, the offline ``digits`` demo, and user data — as tensors ready to train on.
 
 ``load(name, root, ...)`` returns a ``TensorData``: the train and test splits decoded, resized to the
-arch's input size and normalised per channel with train-split statistics (GUIDE item 11), cached on
-disk once (key: dataset, protocol version, seed, input size). The trainer moves the tensors onto its
-device and slices batches from a seeded ``randperm`` — no DataLoader. Those live in ``asym.data.tensors``
-and load on first use (PEP 562): this package itself is torch-free.
+arch's input size and normalised per channel with train-split statistics (protocol decision 11 in
+docs/protocol.md), cached on disk once (key: dataset, protocol version, seed, input size). The trainer moves the
+tensors onto its device and slices batches from a seeded ``randperm`` — no DataLoader. Those live in
+``asym.data.tensors`` and load on first use (PEP 562): this package itself is torch-free.
 
 ``DATASETS`` is the registry (the one owner of each dataset's name, row label, net, split rule, paths and
-source; the README's table is ``registry_table()``). ``survey``/``check_available``/``check_all`` look at
+source; docs/datasets.md's table is ``registry_table()``). ``survey``/``check_available``/``check_all`` look at
 the files without decoding them; ``asym-data`` (``asym.data.cli``) puts status, download and prepare on
 the command line.
 """
@@ -41,7 +41,7 @@ class DatasetInfo:
     title: str         # the row label in the paper's tables
     arch: str          # Table 1 family
     num_classes: int
-    protocol: str      # the split rule (GUIDE item 12)
+    protocol: str      # the split rule (protocol decision 12 in docs/protocol.md)
     reader: str        # function name in asym.data.sources
     source: str        # how a user gets the files
     paths: tuple[str, ...] = ()  # where the reader looks, relative to data.root; the first that exists wins
@@ -342,9 +342,10 @@ def _qualified(path: Path, paths: list[Path], label: str, force: bool = False) -
 
 
 def registry_table() -> str:
-    """The README's dataset table, generated from DATASETS (a test keeps the README equal to it)."""
+    """docs/datasets.md's dataset table, generated from DATASETS (a test keeps the page equal to it)."""
     esc = lambda s: s.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-    rows = ["| name | row | net | split (GUIDE item 12) | files under `data.root` | get it |", "|---|---|---|---|---|---|"]
+    rows = ["| name | row | net | split (protocol decision 12) | files under `data.root` | get it |",
+            "|---|---|---|---|---|---|"]
     for d in DATASETS.values():
         files = ", ".join(f"`{p}`" for p in d.paths) or "—"
         get = f"`asym-data download {d.name}` ({d.fetch})" if d.fetch and d.paths else (

@@ -94,11 +94,11 @@ def split_per_class(classes: dict[str, list], per_class: tuple[int, int, int], s
     """Sample ``n_classes`` classes, then ``n_train`` training and up to ``n_test`` test items of each.
 
     ``classes`` maps a class name to its items (file paths; exact duplicates already collapsed, protocol decision
-    17). A class is eligible when it has more than ``n_train`` items; its test split is the next
-    ``min(n_test, size − n_train)`` items of a seeded permutation (protocol decision 12: the paper's "30 training
-    and 10 testing samples per class" on Caltech-101, whose smallest classes hold 31–39 images). Returns
-    ``(train, y_train, test, y_test)``, labels numbered in sorted class-name order. Raises DatasetIncomplete when
-    fewer than ``n_classes`` classes are eligible.
+    17 in docs/protocol.md). A class is eligible when it has more than ``n_train`` items; its test split is the
+    next ``min(n_test, size − n_train)`` items of a seeded permutation (protocol decision 12: the paper's "30
+    training and 10 testing samples per class" on Caltech-101, whose smallest classes hold 31–39 images).
+    Returns ``(train, y_train, test, y_test)``, labels numbered in sorted class-name order. Raises
+    DatasetIncomplete when fewer than ``n_classes`` classes are eligible.
     """
     n_classes, n_train, n_test = per_class
     eligible = [c for c in sorted(classes) if len(classes[c]) > n_train]

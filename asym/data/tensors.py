@@ -100,7 +100,8 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def prepare(x_train, x_test, arch: str):
-    """Float, resized to the arch's input, per-channel mean/std of the train split (GUIDE item 11)."""
+    """Float, resized to the arch's input, per-channel mean/std of the train split (protocol decision 11 in
+    docs/protocol.md)."""
     shape = input_shape(arch)
     x_train, x_test = x_train.float(), x_test.float()
     if len(shape) == 3:
