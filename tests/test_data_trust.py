@@ -77,11 +77,10 @@ def test_npz_identity_is_its_content_and_a_folders_its_manifest(tmp_path):
     img = tree / "train" / "x" / "image_0001.jpg"
     st = img.stat()
     img.write_bytes(distinct_png(99))
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later mtime, whatever the clock's tick
     assert data.identity(f"folder:{tree}").digest != ident.digest  # another size or mtime: another identity
     (tree / "train" / "x" / ".DS_Store").write_bytes(LITTER[".DS_Store"])
-    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
-    again = data.identity(f"folder:{tree}")
-    assert again.files == 8  # litter is not part of the data
+    assert data.identity(f"folder:{tree}").files == 8  # litter is not part of the data
 
 
 def test_identity_reads_small_metadata_files_and_only_stats_images(tmp_path, no_md5):
@@ -542,3 +541,23 @@ def test_a_cache_of_the_format_before_identities_is_stale_and_never_read(tmp_pat
     with caplog.at_level(logging.INFO, logger="asym.data"):
         assert data.load(f"npz:{f}").x_train.shape == (10, 7)
     assert any("predates content identities" in r.getMessage() for r in caplog.records)
+
+
+def test_a_per_class_dataset_is_decoded_whole_once_per_process_for_all_its_seeds(tmp_path, monkeypatch):
+    """Collapsing duplicates decodes every image; a second seed (the preflight prepares each seed of a sweep)
+    reuses those digests while the files are unchanged, and decodes again once one changes."""
+    monkeypatch.setitem(data.CLASS_PROTOCOLS, "lfw", (2, 2, 1))
+    write_class_tree(tmp_path / "lfw", {"a": 4, "b": 4, "c": 4}, distinct_png)
+    decoded = []
+    real = images.read_rgb
+    monkeypatch.setattr(images, "read_rgb", lambda f: decoded.append(f) or real(f))
+    data.load("lfw", tmp_path, seed=0)
+    assert len(decoded) == 12 + 6  # every image for the digests, then the split's 4 + 2
+    data.load("lfw", tmp_path, seed=1)
+    assert len(decoded) == 18 + 6
+    changed = tmp_path / "lfw" / "a" / "image_0001.jpg"
+    st = changed.stat()
+    changed.write_bytes(distinct_png(77))
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later mtime, whatever the clock's tick
+    data.load("lfw", tmp_path, seed=1)
+    assert len(decoded) == 24 + 12 + 6

@@ -2,14 +2,17 @@
 
 ``load(name, root, ...)`` returns a ``TensorData``: the train and test splits decoded, resized to the
 arch's input size and normalised per channel with train-split statistics (protocol decision 11 in
-docs/protocol.md), cached on disk once (key: dataset, protocol version, seed, input size). The trainer moves the
-tensors onto its device and slices batches from a seeded ``randperm`` — no DataLoader. Those live in
-``asym.data.tensors`` and load on first use (PEP 562): this package itself is torch-free.
+docs/protocol.md), cached on disk once (key: dataset, protocol version, seed, input size and the files'
+content ``identity``, protocol decision 18). The trainer moves the tensors onto its device and slices batches
+from a seeded ``randperm`` — no DataLoader. Those live in ``asym.data.tensors`` and load on first use (PEP 562):
+this package itself is torch-free.
 
 ``DATASETS`` is the registry (the one owner of each dataset's name, row label, net, split rule, paths and
-source; docs/datasets.md's table is ``registry_table()``). ``survey``/``check_available``/``check_all`` look at
-the files without decoding them; ``asym-data`` (``asym.data.cli``) puts status, download and prepare on
-the command line.
+source; docs/datasets.md's table is ``registry_table()``). ``survey`` looks at the files without decoding them
+(``check=True``: decodes them all, torch-free, writing nothing); ``check_available``/``check_all`` also decode
+what a run will use, into the cache; ``labels`` names datasets apart in tables and run names; ``asym-data``
+(``asym.data.cli``) puts status, download and prepare on the command line. The folder scan, the pixel
+conversion and the duplicate rules are ``asym.data.scan`` and ``asym.data.images`` (protocol decisions 15–17).
 """
 from __future__ import annotations
 

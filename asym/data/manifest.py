@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .scan import IMAGE_SUFFIXES
 IDENTITY_VERSION = 1
 HASH_LIMIT = 8 << 20  # non-image files up to 8 MiB are content-hashed (labels, split and metadata files)
 CHUNK = 1 << 20
+RACY_NS = 2_000_000_000  # files modified in the last 2 s are hashed every time, not remembered
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,20 @@ _SHA: dict[tuple, str] = {}  # (path, size, mtime_ns, inode, ctime_ns) → sha25
 
 
 def file_sha256(path: Path | str, st: os.stat_result | None = None) -> str:
-    """sha256 of a file's bytes, remembered in this process for as long as its stat (incl. ctime) is unchanged."""
+    """sha256 of a file's bytes, remembered in this process for as long as its stat (incl. ctime) is unchanged —
+    once the file is older than ``RACY_NS`` (a rewrite within one clock tick can keep size and times: git's
+    "racy" files), so the memo never answers for bytes it did not read."""
     st = st or os.stat(path)
     key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-    if key not in _SHA:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
+    if key in _SHA:
+        return _SHA[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
         _SHA[key] = h.hexdigest()
-    return _SHA[key]
+    return h.hexdigest()
 
 
 def of_files(files: dict[str, os.stat_result], base: Path, location: str | None = None,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import images, scan
+from . import images, manifest, scan
 from .scan import IMAGE_SUFFIXES  # noqa: F401 (re-exported: the readers' image extensions)
 
 FLOWERS17_PER_CLASS = 80  # the VGG archive numbers images class by class, 80 each (image_0001 … image_1360)
@@ -330,16 +330,23 @@ def npz_arrays(meta, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 # ---------------------------------------------------------------- decoding the image folders (readers and check)
 
+_PIXEL_DIGESTS: dict[tuple, dict[str, str]] = {}  # the last per-class dataset's pixel digests, by its manifest
+
+
 def per_class_files(meta, folder: Path, seed: int, per_class, progress: bool = False):
     """The per-class protocol's split, drawn after exact duplicates are collapsed (protocol decision 17).
 
-    Decodes every image of the dataset once (a file that cannot be decoded refuses the dataset, naming it).
+    Decodes every image of the dataset once (a file that cannot be decoded refuses the dataset, naming it); the
+    digests are kept for the next seed in this process (the sweep preflight prepares every seed of a sweep).
     Returns (train, y_train, test, y_test, notes); notes: ``duplicates_collapsed``,
     ``duplicates_across_classes``, ``test_in_train`` (0 by construction)."""
-    classes, _ = _class_tree(meta, folder)
+    classes, found = _class_tree(meta, folder)
     files = [f for c in sorted(classes) for f in classes[c]]
-    _, digests = images.decode(files, meta.name, progress=progress)
-    by_file = dict(zip(files, digests))
+    key = (meta.name, manifest.of_files(found.files, folder).digest)  # these very files (path, size, mtime)
+    if key not in _PIXEL_DIGESTS:
+        _PIXEL_DIGESTS.clear()  # one dataset's digests at a time (memory)
+        _PIXEL_DIGESTS[key] = dict(zip(files, images.decode(files, meta.name, progress=progress)[1]))
+    by_file = _PIXEL_DIGESTS[key]
     classes, notes = images.collapse(classes, by_file)
     train, ytr, test, yte = split_per_class(classes, per_class, seed, meta.name, folder)
     notes["test_in_train"] = leakage([by_file[f] for f in train], [by_file[f] for f in test])
