@@ -314,7 +314,9 @@ print(whole)
     assert "mnist: prepared" in res.stdout and "mine: prepared" in res.stdout and "2 classes, train 6, test 4" in res.stdout
     out, _ = reader.communicate(timeout=150)
     assert reader.returncode == 0 and int(out) > 3
-    assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".pt"]  # no temporary left behind
+    left = list((tmp_path / "cache").iterdir())
+    assert not [p for p in left if p.suffix not in (".pt", ".json")]  # no temporary left behind
+    assert {p.stem for p in left if p.suffix == ".json"} == {p.stem for p in left if p.suffix == ".pt"}  # + what it recorded
 
 
 # ---------------------------------------------------------------- download, against a local server
