@@ -124,15 +124,6 @@ def highlight(value: float, sgd: float) -> str:
     return WORSE if diff >= MARGIN else BETTER if diff <= -MARGIN else SAME
 
 
-def dataset_title(name: str) -> str:
-    """A dataset's row: the paper's label, or a user dataset's short readable name (its file or folder stem,
-    as in its MLflow run name) — the same in tables, status, figures and run names."""
-    try:
-        return info(name).title
-    except ValueError:
-        return name
-
-
 def dataset_rows(runs: pd.DataFrame) -> list:
     """Each run's table row: the paper's label of a registry dataset; a user dataset's stem, told apart from any
     other dataset of these runs with the same label — another file (``v1/feat``, ``v2/feat``) or the same path
