@@ -110,12 +110,15 @@ def git_commit() -> str | None:
 
 
 def make_result(run: RunSpec, proto: Protocol, history: list[dict], status: str, timings: dict,
-                config: dict | None = None, error: str | None = None, holdout: dict | None = None) -> dict:
-    """A run's record, as written to its ``result.json``; ``holdout``: what ``TensorData.hold_out`` recorded."""
+                config: dict | None = None, error: str | None = None, holdout: dict | None = None,
+                dataset: dict | None = None) -> dict:
+    """A run's record, as written to its ``result.json``; ``holdout``: what ``TensorData.hold_out`` recorded;
+    ``dataset``: what ``asym.data.load`` recorded (``TensorData.record``: identity, test∩train, duplicates)."""
     best, best_epoch = best_of(history)
     return {"run": asdict(run), "protocol": asdict(proto), "config": config or {}, "status": status,
             BEST_ERROR: best, BEST_EPOCH: best_epoch, "select_on": proto.select_on,
             **selected_of(history, proto.select_on), **({"holdout": holdout} if holdout else {}),
+            **({"dataset": dataset} if dataset else {}),
             "epochs": history, "timings": timings, "error": error, "version": __version__, "git_commit": git_commit()}
 
 
@@ -297,7 +300,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         statuses = [RunStatus.FINISHED if s == RunStatus.RUNNING else RunStatus(s) for s in state.statuses]
         timings["seconds"] = time.time() - t0
         results = [make_result(run, proto, state.histories[k], statuses[k], dict(timings), config,
-                               holdout=data.holdout)
+                               holdout=data.holdout, dataset=getattr(data, "record", None))
                    for k, run in enumerate(runs)]
     except (Exception, Interrupted) as e:  # one failure path: every member keeps the epochs it finished
         stop.deferring = True  # a second Ctrl-C must not cut the records short
@@ -309,7 +312,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
             history = state.histories[k] if state is not None else []
             write_json(out_dirs[k] / RESULT_FILE,
                        make_result(run, proto, history, status, dict(timings), config, f"{type(e).__name__}: {e}",
-                                   holdout=data.holdout))
+                                   holdout=data.holdout, dataset=getattr(data, "record", None)))
         raise
     finally:
         stop.__exit__()

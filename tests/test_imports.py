@@ -10,9 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_FREE = ["asym", "asym.labels", "asym.archs", "asym.protocol", "asym.data", "asym.data.sources",
-              "asym.data.cli", "asym.record", "asym.study", "asym.tracking", "asym.config", "asym.launcher.plan",
-              "asym.launcher.status", "asym.launcher.sync", "asym.analysis.tables", "asym.analysis.claims",
-              "asym.analysis.cli"]
+              "asym.data.cli", "asym.data.scan", "asym.data.manifest", "asym.data.images", "asym.record", "asym.study",
+              "asym.tracking", "asym.config", "asym.launcher.plan", "asym.launcher.status", "asym.launcher.sync",
+              "asym.analysis.tables", "asym.analysis.claims", "asym.analysis.cli"]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
@@ -130,12 +130,17 @@ def test_read_only_tools_read_a_real_study_without_torch(name, args, out, study_
 PACKAGES = {"asym": REPO / "asym", "asym.launcher": REPO / "launcher", "asym.analysis": REPO / "analysis"}
 # imports kept inside a function on purpose: a heavy dependency (torch, torchvision, matplotlib) loaded only where
 # it is used
-LAZY_OK = {("asym.config", "asym.engine"), ("asym.analysis.cli", "asym.analysis.figures"), ("asym.data.cli", "asym.data.readers"), ("asym.data.cli", "asym.data"),
-           ("asym.data.cli", "asym.data.remote"), ("asym.data.tensors", "asym.data.remote")}
-# in the modules issue 20's Hydra item rewrites (asym.cli, asym.config, asym.launcher.plan); the config → launcher.slurm
-# edge (check_overrides, the override pre-parser it deletes) closes a cycle config → slurm → plan → config
-PENDING = {("asym.config", "asym.launcher.slurm"), ("asym.config", "asym.data"), ("asym.cli", "asym.labels"),
-           ("asym.cli", "asym.data"), ("asym.launcher.plan", "asym.labels")}
+LAZY_OK = {("asym.cli", "asym.train"), ("asym.analysis.cli", "asym.analysis.figures"),
+           ("asym.data.cli", "asym.data.readers"), ("asym.data.cli", "asym.data"), ("asym.data.cli", "asym.data.remote"),
+           ("asym.data.tensors", "asym.data.remote")}
+# debts, each to be paid by moving the import to the top (and this list shrinks: an entry no longer needed fails):
+# three close a cycle — asym.config ↔ asym.overrides (check_keys' unknown_key, check_seeds), asym.overrides →
+# asym.launcher.slurm (check_runs_per_task) → asym.launcher.plan → asym.overrides, asym.data.images ↔
+# asym.data.sources (DatasetIncomplete); the others once kept torch out and now keep out nothing heavy
+PENDING = {("asym.config", "asym.overrides"), ("asym.overrides", "asym.config"), ("asym.overrides", "asym.launcher.slurm"),
+           ("asym.data.images", "asym.data.sources"), ("asym.cli", "asym.tracking"), ("asym.cli", "asym.labels"),
+           ("asym.cli", "asym.data"), ("asym.cli", "asym.launcher.plan"), ("asym.config", "asym.data"),
+           ("asym.launcher.plan", "asym.labels")}
 
 
 def modules() -> dict[str, Path]:
@@ -178,6 +183,7 @@ def test_the_packages_modules_import_one_way():
     graph = {name: imports(name, path, set(found)) for name, path in found.items()}
     lazy = {(a, b) for a, edges in graph.items() for b, inside in edges if inside}
     assert not lazy - LAZY_OK - PENDING, f"imports inside functions: {sorted(lazy - LAZY_OK - PENDING)}"
+    assert not (LAZY_OK | PENDING) - lazy, f"no longer imported inside a function: {sorted((LAZY_OK | PENDING) - lazy)}"
     edges = {a: {b for b, _ in es if (a, b) not in PENDING} for a, es in graph.items()}
     state: dict[str, int] = {}
 
