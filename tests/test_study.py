@@ -134,24 +134,23 @@ def test_the_flowers17_listing_trains_on_what_the_study_counts(tmp_path):
     assert detail == f"17 classes, {study.TRAIN_SIZE['flowers17']}/340 images"
 
 
-def test_the_flowers102_reader_trains_on_what_the_study_counts(tmp_path, monkeypatch):
-    """setid.mat as Oxford VGG ships it (trnid and valid 10 per class, tstid the rest): the reader's training split
-    has the study's number of images (decoding is stubbed: the split is the point)."""
-    import torch
+def test_the_flowers102_listing_trains_on_what_the_study_counts(tmp_path):
+    """setid.mat as Oxford VGG ships it (trnid and valid 10 per class, tstid the rest; 40 images a class here): the
+    listing the reader decodes holds the study's number of training images, 20 of each class."""
     from scipy.io import savemat
 
-    from asym.data import readers
+    from asym.data import sources
     folder = tmp_path / "flowers-102"
     (folder / "jpg").mkdir(parents=True)
     per_class = 40
-    labels = np.repeat(np.arange(1, 103), per_class)
+    for i in range(1, 102 * per_class + 1):
+        (folder / "jpg" / f"image_{i:05d}.jpg").touch()
     ids = lambda lo, hi: np.array([[c * per_class + k for c in range(102) for k in range(lo, hi)]])
-    savemat(folder / "imagelabels.mat", {"labels": labels[None]})
+    savemat(folder / "imagelabels.mat", {"labels": np.repeat(np.arange(1, 103), per_class)[None]})
     savemat(folder / "setid.mat", {"trnid": ids(1, 11), "valid": ids(11, 21), "tstid": ids(21, per_class + 1)})
-    monkeypatch.setattr(readers, "_decode", lambda files, meta=None: torch.zeros(len(files), 1))
-    x_train, y_train, x_test, _ = readers.flowers102(data.info("flowers102"), tmp_path, 0, None)
-    assert len(x_train) == len(y_train) == study.TRAIN_SIZE["flowers102"]
-    assert sorted(torch.bincount(y_train).tolist()) == [20] * 102 and len(x_test) == 102 * 20
+    train, test, _ = sources._flowers102_listing(data.info("flowers102"), folder)
+    assert len(train) == study.TRAIN_SIZE["flowers102"] and len(test) == 102 * 20
+    assert sorted(np.bincount([y for _, y in train]).tolist()) == [20] * 102
 
 
 def test_the_digits_demo_trains_on_what_the_study_counts():
