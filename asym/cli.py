@@ -1,4 +1,4 @@
-"""``asym-train``: the Hydra entry point. One run per job; ``-m`` sweeps; ``asym-sync`` uploads local records.
+"""``asym-train``: the Hydra entry point. One run per job; ``-m`` sweeps (``asym-sync``: ``asym.launcher.sync``).
 
 The command line is checked first, by Hydra (``asym.overrides``): a bad override is one ``error:`` line before
 Hydra creates a directory and before torch, the training loop or MLflow is imported — they are imported inside
@@ -358,4 +358,3 @@ def show_first_job(args, loader) -> list[str]:
              *(["--config-name", args.config_name] if args.config_name else []),
              *(["--config-dir", args.config_dir] if args.config_dir else [])]
     return [*flags, *first]
-
