@@ -237,6 +237,8 @@ def run_one(cfg: DictConfig) -> list[dict]:
             if (m.out_dir / "result.json").exists():
                 finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
         raise
+    except trainer.CheckpointError as e:  # found unusable between the preflight and the load: nothing trained
+        raise UsageError(str(e)) from None
     except Exception as e:
         for m in members:  # each member's failed record, with the epochs it finished
             if (m.out_dir / "result.json").exists():

@@ -146,10 +146,11 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """Protocol decision 14 (docs/protocol.md): one pass over ``n`` examples (a permutation's positions) as
     ``(start, stop)`` mini-batches of ``batch_size``, the last one shorter — and a last one of fewer than
     ``MIN_BATCH`` examples (one example) joined to the batch before it, for every model, so no mini-batch is too
-    small for batch normalisation and every example is trained on once per epoch. Where ``n mod batch_size ≠ 1``
-    these are exactly the slices of ``range(0, n, batch_size)``."""
+    small for batch normalisation and every example is trained on once per epoch. Where ``n mod batch_size ≠ 1``,
+    and for ``batch_size`` 1 (every batch is one example; ``check_batch_sizes`` refuses it for BN models), these are
+    exactly the slices of ``range(0, n, batch_size)``."""
     starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] < MIN_BATCH:
+    if len(starts) > 1 and n - starts[-1] < MIN_BATCH <= batch_size:
         starts.pop()
     return list(zip(starts, starts[1:] + [n]))
 

@@ -29,17 +29,17 @@ def subset(d: data.TensorData, n: int) -> data.TensorData:
 def test_batches_cover_each_example_once_and_none_is_too_small_for_bn(n, batch):
     """The cut is a partition of range(n); every batch has `batch` examples except the last (shorter, or one
     longer when n ≡ 1 mod batch); none has fewer than MIN_BATCH unless the whole pass is that small or batch is 1;
-    where n mod batch ≠ 1 it is exactly range(0, n, batch)'s slices (so those numbers never change)."""
+    where n mod batch ≠ 1, or batch is 1, it is exactly range(0, n, batch)'s slices (those numbers never change)."""
     bounds = batch_bounds(n, batch)
     assert [i for a, b in bounds for i in range(a, b)] == list(range(n))
     sizes = [b - a for a, b in bounds]
     assert all(s == batch for s in sizes[:-1])
     if batch >= MIN_BATCH and n >= MIN_BATCH:
         assert min(sizes) >= MIN_BATCH
-    if n % batch != 1 or n < batch:
+    if n % batch != 1 or n < batch or batch == 1:
         assert bounds == [(i, min(i + batch, n)) for i in range(0, n, batch)]
     else:
-        assert sizes[-1] == batch + 1 if batch > 1 else sizes == [1] * n
+        assert sizes[-1] == batch + 1
 
 
 def test_digits_at_the_paper_batch_is_unchanged():
