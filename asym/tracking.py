@@ -288,10 +288,24 @@ class RunTracker:
         self._stop_system_metrics()
         self.ok = True  # the server may be back after an outage: try once more
         if self.run_id is None:
-            self.start(self.existing())
+            found = self.existing()  # the run never reached MLflow while it trained
+            if continues(found, result):
+                self.start(found)
+            else:
+                self.start(None, replaces=found)
         if not self.run_id:
             return False
         return bool(self._guard("finishing the run", lambda: finish_run(client(self.uri), self.run_id, result, out_dir)))
+
+
+def continues(found, result: dict) -> bool:
+    """Whether the record ``result`` (a ``result.json``) continues the MLflow run ``found`` — it was logged there, or
+    it resumed from a checkpoint whose earlier epochs may be there — rather than starting its config over from
+    epoch 0 (then it gets a new MLflow run that replaces ``found``: never two attempts' points in one run)."""
+    if found is None:
+        return True
+    resumed = (result.get("timings") or {}).get("resumed_from_epoch") is not None
+    return resumed or result.get("mlflow_run_id") == found.info.run_id
 
 
 def supersede(c, old, new_run_id: str) -> None:
@@ -604,7 +618,10 @@ def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFA
         if status_of(found) == result["status"]:
             counts["already"] += 1
             continue
-        tracker.start(found, result.get("git_commit"))
+        if continues(found, result):
+            tracker.start(found, result.get("git_commit"))
+        else:  # a record that started over: its own MLflow run, linked to the one it replaces
+            tracker.start(None, result.get("git_commit"), replaces=found)
         if not tracker.finish(result, path.parent):
             raise RuntimeError(f"could not upload {path}")
         counts["uploaded"] += 1

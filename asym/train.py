@@ -205,7 +205,7 @@ def job_identity(runs: list[RunSpec], proto: Protocol) -> dict:
 
 def identity_mismatch(saved: dict | None, wanted: dict) -> str | None:
     """How a checkpoint's recorded identity differs from the job's, in words; None if it is the job's own (or if the
-    checkpoint predates recorded identities: asym 0.2 and earlier, whose run directory name carried the config hash)."""
+    checkpoint records none: written before checkpoints recorded it, in a run directory named by its config hash)."""
     if saved is None or saved == wanted:
         return None
     there, here = saved.get("protocol", {}), wanted["protocol"]
@@ -264,6 +264,8 @@ class Checkpoint:
         if not Path(path).exists():
             return None
         d = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(d, dict):
+            raise TypeError(f"not a checkpoint: a {type(d).__name__}")
         if "history" in d:  # a single run's checkpoint from asym 0.1.0 (before the one engine)
             d["histories"], d["statuses"] = [d.pop("history")], [d.pop("status")]
         missing = [k for k in CHECKPOINT_KEYS if k not in d]

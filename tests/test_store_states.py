@@ -268,3 +268,21 @@ def test_unusable_checkpoints_stop_asym_train_until_restart_is_chosen(tmp_path):
     result = only_result(tmp_path / "runs")
     assert result["status"] == "finished" and result["timings"]["resumed_from_epoch"] is None
     one_point_per_epoch(uri, new[0].info.run_id, result["epochs"])
+
+
+def test_asym_sync_of_a_run_that_started_over_does_not_mix_it_into_the_old_mlflow_run(tmp_path, monkeypatch):
+    """A record that started from epoch 0 and never reached this store (it logged elsewhere) finds an unfinished
+    MLflow run of its config hash there: asym-sync gives it its own run, linked to the old one (it used to finish
+    the old run with the new record's summary over the old attempt's points)."""
+    uri = sqlite(tmp_path)
+    run(tmp_path, uri, output="old")
+    old_id = crashed(uri)
+    old_points = tracking.client(uri).get_metric_history(old_id, "train_loss")
+    run(tmp_path, sqlite(tmp_path, "elsewhere"), output="new")
+    monkeypatch.setattr(sys, "argv", ["asym-sync", str(tmp_path / "new"), "--tracking-uri", uri])
+    cli.sync()
+    by_id = {r.info.run_id: r for r in runs_of(uri)}
+    (new_id,) = set(by_id) - {old_id}
+    assert by_id[new_id].data.tags[tracking.RESTART_OF_TAG] == old_id and by_id[new_id].data.tags["status"] == "finished"
+    assert tracking.client(uri).get_metric_history(old_id, "train_loss") == old_points
+    one_point_per_epoch(uri, new_id, only_result(tmp_path / "new")["epochs"])
