@@ -166,3 +166,12 @@ def test_a_checkpoint_that_does_not_read_back_is_never_rotated_in(digits, tmp_pa
         train(runs, digits, dirs(tmp_path, 1), PROTO, checkpoint=path)
     assert {p: b for p, b in snapshot(tmp_path).items() if "checkpoint" in p.name} == \
         {p: b for p, b in before.items() if "checkpoint" in p.name}
+
+
+def test_restart_is_an_execution_option_outside_the_protocol_hash():
+    from dataclasses import asdict
+
+    from asym.config import TrainConf
+    from asym.tracking import protocol_hash
+    assert "restart" not in asdict(TrainConf(restart=True).protocol())
+    assert protocol_hash(asdict(TrainConf(restart=True).protocol())) == protocol_hash(asdict(TrainConf().protocol()))
