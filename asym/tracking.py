@@ -47,7 +47,7 @@ TOOL_OPTIONS = {"uri": "--tracking-uri URI", "experiment": "--experiment NAME"}
 
 def config_hash(run: dict, protocol: dict) -> str:
     """Stable hash of what defines a run's numbers (not device, threads, or where it is tracked)."""
-    from .models import parse_model
+    from .labels import parse_model
     key = {**{k: run[k] for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
            "lr_mult": float(run["lr_mult"]), "protocol": dict(sorted(identity(protocol).items()))}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -68,7 +68,7 @@ def group_hash(member_hashes: list[str]) -> str:
 def run_name(run: dict) -> str:
     """Readable name shown in the MLflow UI, e.g. ``CIFAR · uSF+BN+BM · lr×10``."""
     from .data import info
-    from .models import parse_model
+    from .labels import parse_model
     parts = [info(run["dataset"]).title, parse_model(run["model"]).label, f"lr×{float(run['lr_mult']):g}"]
     if run.get("freeze", "none") != "none":
         parts.append(run["freeze"])
@@ -234,7 +234,7 @@ class RunTracker:
             else:
                 exp_id = ensure_experiment(self.uri, self.experiment)
                 tags = {k: str(self.run[k]) for k in RUN_TAGS}
-                from .models import parse_model
+                from .labels import parse_model
                 tags.update({"model": parse_model(self.run["model"]).label, HASH_TAG: self.hash,
                              STATUS_TAG: "running", COMMIT_TAG: git_commit or "unknown"})
                 tags.update(view_tags(self.run, self.protocol))  # the description, tables, protocol_hash
@@ -328,8 +328,8 @@ def view_tags(run: dict, protocol: dict) -> dict:
 def describe_model(label: str) -> str:
     """One line that explains a model label in words, from its parse, e.g. ``uSF+BN+BM: feedback V = sign(W);
     batch normalisation without affine; Batch Manhattan setting 1``."""
-    from .feedback import RNDF_STD
-    from .models import parse_model
+    from .labels import RNDF_STD
+    from .labels import parse_model
     spec = parse_model(label)
     every = "redrawn every mini-batch" if spec.feedback == "brsf" else "drawn once"
     if spec.feedback in ("brsf", "frsf") and spec.flip:
