@@ -275,7 +275,7 @@ class _BypassCheck:
     """Forward hooks ``convert`` puts on the model it returns: at its first forward with autograd recording, a
     converted layer whose forward did not run but whose parameters the output depends on was read by a parent
     that bypasses its forward (as nn.MultiheadAttention does with ``out_proj``): its backward would be plain BP.
-    Raises RuntimeError naming it. After that forward the hooks do nothing."""
+    Raises RuntimeError naming it (at every forward). After a forward that passes, the hooks do nothing."""
 
     def __init__(self, layers: dict[str, nn.Module]):
         self.layers, self.ran, self.done = layers, set(), False
@@ -286,10 +286,11 @@ class _BypassCheck:
     def after(self, module, args, output) -> None:
         if self.done or not torch.is_grad_enabled():
             return
-        self.done = True
         params = {id(p): name for name, layer in self.layers.items() if name not in self.ran
                   for p in layer.parameters()}
-        for name in sorted({params[i] for i in _leaves_of(output) if i in params}):
+        bypassed = sorted({params[i] for i in _leaves_of(output) if i in params})
+        self.done = not bypassed  # a bypassed layer is refused at every forward, not once
+        for name in bypassed:
             raise RuntimeError(f"convert: '{name}' ({type(self.layers[name]).__name__}) is read by its parent without "
                                "being called (the parent uses its weight directly), so its backward is plain BP; "
                                "leave that parent out with convert(..., skip=(ParentType,))")
