@@ -191,7 +191,8 @@ def _log_metrics(c, run_id: str, metrics: list) -> None:
 
 
 class RunTracker:
-    """Logs one run. Any tracking error is logged once and switches the tracker off; the run goes on."""
+    """Logs one run. Any tracking error is logged once — one line naming the store's state (``explain_failure``) —
+    and switches the tracker off; the run goes on."""
 
     def __init__(self, uri: str | None, experiment: str, run: dict, protocol: dict, params: dict):
         self.uri, self.experiment = uri, experiment

@@ -217,6 +217,11 @@ def locked(staging: Path, filename: str):
                 _say(f"{filename}: another job is fetching it; waiting for it")
                 said = True
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # a file system without locks (ENOLCK, EOPNOTSUPP): fetch as before, alone or not
+            os.close(fd)
+            _say(f"{filename}: cannot lock {path} ({e.strerror}); fetching without a lock")
+            yield
+            return
         try:
             current = os.stat(path).st_ino
         except FileNotFoundError:
