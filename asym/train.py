@@ -123,12 +123,15 @@ def git_commit() -> str | None:
 
 
 def make_result(run: RunSpec, proto: Protocol, history: list[dict], status: str, timings: dict,
-                config: dict | None = None, error: str | None = None, holdout: dict | None = None) -> dict:
-    """A run's record, as written to its ``result.json``; ``holdout``: what ``TensorData.hold_out`` recorded."""
+                config: dict | None = None, error: str | None = None, holdout: dict | None = None,
+                dataset: dict | None = None) -> dict:
+    """A run's record, as written to its ``result.json``; ``holdout``: what ``TensorData.hold_out`` recorded;
+    ``dataset``: what ``asym.data.load`` recorded (``TensorData.record``: identity, test∩train, duplicates)."""
     best, best_epoch = best_of(history)
     return {"run": asdict(run), "protocol": asdict(proto), "config": config or {}, "status": status,
             BEST_ERROR: best, BEST_EPOCH: best_epoch, "select_on": proto.select_on,
             **selected_of(history, proto.select_on), **({"holdout": holdout} if holdout else {}),
+            **({"dataset": dataset} if dataset else {}),
             "epochs": history, "timings": timings, "error": error, "version": __version__, "git_commit": git_commit()}
 
 
@@ -433,7 +436,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         statuses = [FINISHED if s == RUNNING else s for s in state.statuses]
         timings["seconds"] = time.time() - t0
         results = [make_result(run, proto, state.histories[k], statuses[k], dict(timings), config,
-                               holdout=data.holdout)
+                               holdout=data.holdout, dataset=getattr(data, "record", None))
                    for k, run in enumerate(runs)]
     except CheckpointError:  # nothing trained: the records of the run being resumed stay as they are
         raise
@@ -447,7 +450,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
             history = state.histories[k] if state is not None else []
             write_json(out_dirs[k] / "result.json",
                        make_result(run, proto, history, status, dict(timings), config, f"{type(e).__name__}: {e}",
-                                   holdout=data.holdout))
+                                   holdout=data.holdout, dataset=getattr(data, "record", None)))
         raise
     finally:
         stop.__exit__()
