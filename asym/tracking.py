@@ -584,7 +584,7 @@ def check_store(uri: str | None, experiment: str, options: dict = TRAIN_OPTIONS)
     if reason:
         raise ReadOnlyStore(f"MLflow store {uri} is read-only ({reason}): make it writable, or choose another store "
                             f"with {options['uri']}")
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):].partition("?")[0].removeprefix("file:")).exists():
+    if uri.startswith("sqlite:///") and not Path(uri[10:].partition("?")[0].removeprefix("file:")).exists():
         return  # no store yet, so no deleted experiment; asking would create it before the other checks pass
     try:
         exp = client(uri).get_experiment_by_name(experiment)
