@@ -262,7 +262,8 @@ def _asym_twin(layer: nn.Module, feedback, seed, path: str = "") -> nn.Module:
     try:  # every key of the layer's state must land; the twin may only add its feedback's
         missing, unexpected = twin.load_state_dict(state, strict=False)
     except RuntimeError as e:  # a shape that does not fit
-        raise _refusal(path, layer, f"has state an asymmetric layer cannot hold ({str(e).strip().splitlines()[-1]})") from None
+        why = str(e).strip().splitlines()[-1]
+        raise _refusal(path, layer, f"has state an asymmetric layer cannot hold ({why})") from None
     if unexpected or any(not k.startswith("feedback.") for k in missing):
         raise _refusal(path, layer, "has state an asymmetric layer cannot hold ("
                        + ", ".join(unexpected or [k for k in missing if not k.startswith("feedback.")]) + ")")

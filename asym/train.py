@@ -218,9 +218,10 @@ def identity_mismatch(saved: dict | None, wanted: dict) -> str | None:
     if keys:
         return "it was written under another protocol (" + ", ".join(
             f"train.{k}: {there.get(k)!r} there, {here.get(k)!r} here" for k in keys[:3]) + ")"
-    name = lambda r: f"{r['model']} on {r['dataset']} lr×{r['lr_mult']:g}" + (
-        f" {r['freeze']}" if r["freeze"] != "none" else "") + (f" {r['procedure']}" if r["procedure"] != "standard" else "") + (
-        f" seed {r['seed']}" if r["seed"] else "")
+    def name(r: dict) -> str:
+        extra = [r["freeze"] if r["freeze"] != "none" else "", r["procedure"] if r["procedure"] != "standard" else "",
+                 f"seed {r['seed']}" if r["seed"] else ""]
+        return " ".join([f"{r['model']} on {r['dataset']} lr×{r['lr_mult']:g}", *filter(None, extra)])
     return (f"it belongs to other runs ({'; '.join(map(name, saved.get('runs', [])))} there, "
             f"{'; '.join(map(name, wanted['runs']))} here)")
 
@@ -495,10 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out_dir)
     outs = [out] if len(runs) == 1 else [out / f"lr{m:g}" for m in mults]
     try:
-        results = train(runs, data, outs, Protocol(epochs=a.epochs, lr_steps=a.lr_steps), checkpoint=out / "checkpoint.pt",
-                        restart=a.restart)
+        results = train(runs, data, outs, Protocol(epochs=a.epochs, lr_steps=a.lr_steps),
+                        checkpoint=out / "checkpoint.pt", restart=a.restart)
     except (ValueError, CheckpointError) as e:  # before anything trained: one line
-        print(f"error: {e}".replace(RESTART_CHOICE, "--restart starts the run over; or move them away"), file=sys.stderr)
+        print(f"error: {e}".replace(RESTART_CHOICE, "--restart starts the run over; or move them away"),
+              file=sys.stderr)
         return 2
     except Interrupted as e:
         print(f"{e}; resume with the same command", file=sys.stderr)
