@@ -110,6 +110,7 @@ def test_a_deleted_experiment_on_the_server_stops_asym_train(tmp_path, mlflow_se
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # trains a demo run in process
 def test_asym_sync_and_asym_tables_say_the_experiment_is_deleted(tmp_path, monkeypatch, capsys):
     """Fails on main: asym-sync failed on every record ("could not upload"), asym-tables said there are no runs."""
     uri = sqlite(tmp_path)
@@ -136,6 +137,7 @@ def error_lines(stderr: str) -> list[str]:
 
 
 # ------------------------------------------------------------------ a read-only store
+@pytest.mark.slow  # trains a demo run in process
 def test_a_read_only_store_stops_asym_train_and_sync_but_tables_read_it(tmp_path, immutable, monkeypatch, capsys):
     """Fails on main: the run trained and said "MLflow unreachable" at every write."""
     uri = sqlite(tmp_path)
@@ -222,6 +224,7 @@ def crashed(uri):
     return old.info.run_id
 
 
+@pytest.mark.slow  # trains a demo run in process
 @pytest.mark.parametrize("how", ["run_dir_deleted", "output_root_changed"])
 def test_a_restart_from_scratch_gets_a_new_mlflow_run_linked_to_the_old(tmp_path, how):
     """Fails on main: the old MLflow run was reopened and every epoch logged a second time."""
@@ -246,6 +249,7 @@ def test_a_restart_from_scratch_gets_a_new_mlflow_run_linked_to_the_old(tmp_path
     assert list(table["run_id"]) == [new_id] and list(table["status"]) == ["finished"]
 
 
+@pytest.mark.slow  # trains a demo run in process
 def test_unusable_checkpoints_stop_asym_train_until_restart_is_chosen(tmp_path):
     """Both checkpoints damaged: one error line naming them and train.restart=true, nothing overwritten, the MLflow
     run untouched; with train.restart=true the run starts over in a new MLflow run linked to the old one."""
@@ -270,6 +274,7 @@ def test_unusable_checkpoints_stop_asym_train_until_restart_is_chosen(tmp_path):
     one_point_per_epoch(uri, new[0].info.run_id, result["epochs"])
 
 
+@pytest.mark.slow  # trains a demo run in process
 def test_asym_sync_of_a_run_that_started_over_does_not_mix_it_into_the_old_mlflow_run(tmp_path, monkeypatch):
     """A record that started from epoch 0 and never reached this store (it logged elsewhere) finds an unfinished
     MLflow run of its config hash there: asym-sync gives it its own run, linked to the old one (it used to finish
