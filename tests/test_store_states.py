@@ -13,6 +13,7 @@ from dataclasses import asdict
 import pytest
 
 from asym import cli, tracking
+from asym.record import RunStatus
 from asym.train import Protocol, RunSpec, previous_checkpoint
 
 RUN = ["model=SGD", "dataset=digits", "lr_mult=10", "train=demo", "train.epochs=1", "train.threads=0"]
@@ -24,7 +25,7 @@ def compose(*overrides):
         return hydra_compose("config", overrides=list(overrides))
 
 
-def run(tmp_path, uri, *extra, experiment="weight-symmetry", output="runs"):
+def run(tmp_path, uri, *extra, experiment=tracking.DEFAULT_EXPERIMENT, output="runs"):
     """``asym-train`` in process on the composed config (its console script adds only the one-line printing)."""
     return cli.run_one(compose(*RUN, f"tracking.uri={uri}", f"tracking.experiment={experiment}",
                                f"output_root={tmp_path / output}", *extra))
@@ -59,7 +60,7 @@ def immutable():
         subprocess.run(["chattr", "-i", str(path)])
 
 
-def runs_of(uri, experiment="weight-symmetry"):
+def runs_of(uri, experiment=tracking.DEFAULT_EXPERIMENT):
     c = tracking.client(uri)
     exp = c.get_experiment_by_name(experiment)
     from mlflow.entities import ViewType
@@ -157,7 +158,7 @@ def test_a_read_only_store_stops_asym_train_and_sync_but_tables_read_it(tmp_path
 
 
 # ------------------------------------------------------------------ the four states mid-run, one message each
-def tracker(uri, experiment="weight-symmetry"):
+def tracker(uri, experiment=tracking.DEFAULT_EXPERIMENT):
     run_fields = asdict(RunSpec("SGD", "digits", 10))
     return tracking.RunTracker(uri, experiment, run_fields, asdict(Protocol(epochs=1)), {"model": "SGD"})
 
@@ -182,10 +183,10 @@ def test_four_store_states_are_four_messages(tmp_path, caplog, immutable):
     uri = sqlite(tmp_path, "a")
     t = tracker(uri)
     t.start()
-    exp = tracking.client(uri).get_experiment_by_name("weight-symmetry")
+    exp = tracking.client(uri).get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
     tracking.client(uri).delete_experiment(exp.experiment_id)
     messages["experiment"] = warning_of(caplog, t)
-    assert (f"experiment 'weight-symmetry' (id {exp.experiment_id}) was deleted" in messages["experiment"]
+    assert (f"experiment '{tracking.DEFAULT_EXPERIMENT}' (id {exp.experiment_id}) was deleted" in messages["experiment"]
             and f"mlflow experiments restore --experiment-id {exp.experiment_id}" in messages["experiment"])
 
     uri = sqlite(tmp_path, "b")
@@ -220,7 +221,7 @@ def only_result(root):
 def crashed(uri):
     """The run's MLflow record as a crash leaves it: status failed (a killed worker never ends it)."""
     (old,) = runs_of(uri)
-    tracking.client(uri).set_tag(old.info.run_id, tracking.STATUS_TAG, tracking.FAILED)
+    tracking.client(uri).set_tag(old.info.run_id, tracking.STATUS_TAG, RunStatus.FAILED)
     return old.info.run_id
 
 
