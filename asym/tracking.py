@@ -32,6 +32,26 @@ NOTE_TAG = "mlflow.note.content"   # MLflow's own run description (the UI's "Des
 SYSTEM_METRICS_PARAM = "tracking.system_metrics"   # the config key that turns MLflow's system metrics on
 SELECT_ON_TAG = "select_on"  # test | val (train.select_on): how a run's number was chosen; tables never mix them
 PROTOCOL_TAG = "protocol_hash"  # runs of one protocol (epochs, schedule, batch…) are the only ones a cell combines
+# The sweep's own MLflow run (one per asym-train -m): its trained runs are its children (MLflow's parent tag), its
+# artifacts the plan, the overrides and the regenerated tables. Tables and status never count it as a trained run.
+KIND_TAG, SWEEP_KIND = "asym.kind", "sweep"
+PARENT_TAG = "mlflow.parentRunId"   # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID: the UI nests a child under it
+SWEEP_RUN_ENV = "ASYM_SWEEP_RUN_ID"  # set by the sweeper for its jobs (inherited by local and SLURM processes alike)
+# The experiment's kind and description. MLflow 3's UI opens an experiment in its GenAI view unless it is told
+# otherwise; the kind is the experiment tag its "Model training" selector writes (custom_model_development), and
+# ``workflowType=machine_learning`` the URL parameter of that view (pinned by tests/test_mlflow_ui.py).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_VIEW = "runs?workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves a local store
+EXPERIMENT_NOTE = """\
+Reproduction of Liao, Leibo & Poggio, *How Important Is Weight Symmetry in Backpropagation?* (AAAI 2016). \
+A trained run is one (model, dataset, learning-rate multiplier[, clamp, procedure, seed]); a table cell is the \
+best validation error of a (model, dataset) over its multipliers and epochs.
+
+Each sweep (`asym-train -m`) is a parent run (tag `asym.kind = sweep`, expand it for its runs) whose artifacts hold \
+its plan and overrides and, once it ends, its tables (`tables.html`, `.csv`, `.md`) and `report.html`.
+Regenerate the tables: `asym-tables --compare`, `asym-report --out report.html`; add `--log-to-mlflow` to log \
+them to the newest sweep run. Useful columns: params `model`, `lr_mult`, `dataset`, metric `best_val_error`."""
 DONE = ("finished", "diverged")  # a run in one of these states is never trained again
 PREFERENCE = ("finished", "diverged", "running", INTERRUPTED, FAILED)  # which run stands for a hash (stands_for)
 MLFLOW_STATUS = {FAILED: "FAILED", INTERRUPTED: "KILLED"}  # status tag → MLflow's run status (else FINISHED)
@@ -60,17 +80,28 @@ def group_hash(member_hashes: list[str]) -> str:
 
 
 def run_name(run: dict) -> str:
-    """Readable name shown in the MLflow UI, e.g. ``CIFAR · uSF+BN+BM · lr×10``."""
+    """Readable name in the MLflow UI, e.g. ``uSF+BN+BM ×10 · CIFAR``: what differs between the runs of one
+    experiment first — the model and the lr multiplier, which the Run Name column always shows (measured in
+    Chromium, tests/test_mlflow_ui.py) — then the clamp, the procedure and the seed when not the default, and the
+    dataset last (also the UI's Dataset column)."""
     from .data import info
     from .models import parse_model
-    parts = [info(run["dataset"]).title, parse_model(run["model"]).label, f"lr×{float(run['lr_mult']):g}"]
+    parts = [f"{parse_model(run['model']).label} ×{float(run['lr_mult']):g}"]
     if run.get("freeze", "none") != "none":
         parts.append(run["freeze"])
     if run.get("procedure", "standard") != "standard":
         parts.append(run["procedure"])
     if int(run.get("seed", 0)) != 0:  # runs that differ only in their seed must not share a name
         parts.append(f"seed {int(run['seed'])}")
-    return " · ".join(parts)
+    return " · ".join([*parts, info(run["dataset"]).title])
+
+
+def run_params(run: dict) -> dict[str, str]:
+    """The run's own fields as MLflow params (columns in the runs table and in Compare), from the run, not from the
+    job's config: a run group's member logs its own ``lr_mult``, and ``model`` is the canonical label."""
+    from .models import parse_model
+    return {**{k: str(run[k]) for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
+            "lr_mult": f"{float(run['lr_mult']):g}"}
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -95,21 +126,46 @@ def client(uri: str | None = None):
 
 
 def ensure_experiment(uri: str | None, name: str = DEFAULT_EXPERIMENT) -> str:
-    """Create the experiment once (before workers start: concurrent creation misroutes runs)."""
+    """Create the experiment once (before workers start: concurrent creation misroutes runs), with its kind and
+    description (``experiment_tags``); an existing experiment gets those it lacks (a description a user wrote stays)."""
     c = client(uri)
     exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return c.create_experiment(name)
-    except Exception:  # another process won the race
-        return c.get_experiment_by_name(name).experiment_id
+    if exp is None:
+        try:
+            return c.create_experiment(name, tags=experiment_tags())
+        except Exception:  # another process won the race
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    for key, value in experiment_tags().items():
+        if key not in exp.tags:
+            c.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def experiment_tags() -> dict[str, str]:
+    """What the experiment says about itself in the UI: its kind (model training, not GenAI) and description."""
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: EXPERIMENT_NOTE}
+
+
+def experiment_url(uri: str | None, experiment_id: str) -> str:
+    """The UI address of the experiment's runs table: the tracking server itself, or for a local store the
+    address ``mlflow ui`` serves (``LOCAL_UI``). Opens on the runs, not on MLflow 3's GenAI overview."""
+    uri = resolve_uri(uri)
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base}/#/experiments/{experiment_id}/{UI_VIEW}"
+
+
+def is_sweep(run) -> bool:
+    """An MLflow run that is a sweep's parent run, not a trained run."""
+    return run.data.tags.get(KIND_TAG) == SWEEP_KIND
 
 
 def find_runs(c, experiment_id: str, config_hash_value: str | None = None) -> list:
-    """MLflow runs of the experiment (with that config hash), newest first (MLflow's order)."""
+    """Trained MLflow runs of the experiment (with that config hash), newest first (MLflow's order); a sweep's own
+    run is not one."""
     filt = f"tags.{HASH_TAG} = '{config_hash_value}'" if config_hash_value else ""
-    return c.search_runs([experiment_id], filter_string=filt, max_results=50000)
+    return [r for r in c.search_runs([experiment_id], filter_string=filt, max_results=50000) if not is_sweep(r)]
 
 
 def stands_for(statuses: list[str | None]) -> int | None:
@@ -122,12 +178,14 @@ def stands_for(statuses: list[str | None]) -> int | None:
 
 def runs_table(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     """One row per config hash (the run that ``stands_for`` it), in plain columns: the run fields
-    (``RUN_TAGS``), ``status``, ``config_hash``, ``protocol_hash``, the summary metrics, ``run_id``.
+    (``RUN_TAGS``), ``status``, ``config_hash``, ``protocol_hash``, ``parent_run_id`` (its sweep's run), the summary
+    metrics, ``run_id``. Sweep runs are not trained runs and never appear.
     None if there is no run."""
     df = runs_frame(uri, experiment)
     if df is None or df.empty:
         return None
     cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG, PROTOCOL_TAG, SELECT_ON_TAG)}
+    cols[f"tags.{PARENT_TAG}"] = "parent_run_id"
     cols.update({f"metrics.{k}": k for k in SUMMARY_METRICS})
     out = df.reindex(columns=[*cols, "run_id"]).rename(columns=cols).reset_index(drop=True)
     out[SELECT_ON_TAG] = out[SELECT_ON_TAG].fillna("test")  # runs from before the option: the paper's selection
@@ -153,7 +211,8 @@ def status_of(run) -> str | None:
 
 
 def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
-    """All runs of ``experiment`` as a pandas DataFrame (``mlflow.search_runs``), or None if none exist."""
+    """The trained runs of ``experiment`` as a pandas DataFrame (``mlflow.search_runs``; sweep runs left out), or
+    None if there is no experiment."""
     import mlflow
     uri = resolve_uri(uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
@@ -162,7 +221,48 @@ def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         return None
-    return mlflow.search_runs(experiment_names=[experiment], max_results=100000)
+    df = mlflow.search_runs(experiment_names=[experiment], max_results=100000)
+    kind = f"tags.{KIND_TAG}"
+    return df[df[kind] != SWEEP_KIND].reset_index(drop=True) if kind in df else df
+
+
+# ------------------------------------------------------------------------------------------------ sweep runs
+def start_sweep_run(uri: str | None, experiment: str, name: str, tags: dict[str, str], files: list[Path]) -> str:
+    """A sweep's own MLflow run (tag ``asym.kind = sweep``), with ``files`` (its plan, its overrides) as artifacts;
+    its id. Its jobs make their new runs its children (``SWEEP_RUN_ENV``)."""
+    c = client(uri)
+    exp_id = ensure_experiment(uri, experiment)
+    run_id = c.create_run(exp_id, run_name=name, tags={**tags, KIND_TAG: SWEEP_KIND, STATUS_TAG: RUNNING}).info.run_id
+    for f in files:
+        c.log_artifact(run_id, str(f))
+    return run_id
+
+
+def end_sweep_run(uri: str | None, run_id: str, status: str) -> None:
+    """The sweep's status tag (``finished``, ``failed``, ``interrupted``, ``queued``: submitted, not waited for)
+    and MLflow's terminal status."""
+    c = client(uri)
+    c.set_tag(run_id, STATUS_TAG, status)
+    c.set_terminated(run_id, status=MLFLOW_STATUS.get(status, "FINISHED"))
+
+
+def sweep_runs(uri: str | None, experiment: str, protocol: str | None = None) -> list:
+    """The sweep runs of ``experiment`` (of that ``protocol_hash``), newest first."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    filt = f"tags.`{KIND_TAG}` = '{SWEEP_KIND}'" + (f" AND tags.{PROTOCOL_TAG} = '{protocol}'" if protocol else "")
+    return c.search_runs([exp.experiment_id], filter_string=filt, order_by=["attributes.start_time DESC"])
+
+
+def log_artifacts(uri: str | None, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+    """Every file under ``folder`` as artifacts of ``run_id`` (under ``artifact_path``)."""
+    client(uri).log_artifacts(run_id, str(folder), artifact_path)
+
+
+def log_artifact(uri: str | None, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    client(uri).log_artifact(run_id, str(path), artifact_path)
 
 
 def _metrics(records: list[dict], have: dict[str, set[int]] | None = None):
@@ -223,9 +323,13 @@ class RunTracker:
                 tags.update({"model": parse_model(self.run["model"]).label, HASH_TAG: self.hash,
                              STATUS_TAG: "running", COMMIT_TAG: git_commit or "unknown"})
                 tags.update(view_tags(self.run, self.protocol))  # the description, tables, protocol_hash
+                parent = os.environ.get(SWEEP_RUN_ENV)
+                if parent:  # the sweep that first trains a run is its parent, for good
+                    tags[PARENT_TAG] = parent
                 self.run_id = c.create_run(exp_id, run_name=run_name(self.run), tags=tags).info.run_id
                 from mlflow.entities import Param
-                c.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in self.params.items()])
+                params = {**{k: str(v) for k, v in self.params.items()}, **run_params(self.run)}
+                c.log_batch(self.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
         self._guard("starting the run", start)
         if self.run_id and str(self.params.get(SYSTEM_METRICS_PARAM, False)).lower() == "true":
             self._guard("starting system metrics", lambda: self._start_system_metrics(existing is not None))

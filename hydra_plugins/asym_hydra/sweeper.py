@@ -9,8 +9,11 @@ On top of ``BasicSweeper`` (see ``asym.launcher.plan``):
 - in-process, jobs run one at a time under a progress bar; other launchers get one batch.
 - failed jobs do not stop the sweep; they are counted and the sweep exits non-zero (hydra #1928).
 - at the end, the tables named by the ``tables`` config key are printed.
+- the sweep has an MLflow run of its own (``asym.kind = sweep``; not for a refused sweep, nor a dry run): its plan and
+  overrides as artifacts, its jobs' new runs as its children, and when it ends its tables and report.
 """
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +74,7 @@ class AsymSweeper(BasicSweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         plan.write(sweep_dir, entries, self.config)
         self._create_experiment()
+        sweep_run = self._start_sweep_run(sweep_dir, entries, list(arguments))
         in_process = type(self.launcher).__name__ == "BasicLauncher"
         size = self.max_batch_size or (1 if in_process else len(jobs))
         log.info("sweep: %d runs in %d jobs (%s), plan in %s", len(entries), len(jobs), "one at a time" if in_process
@@ -83,8 +87,10 @@ class AsymSweeper(BasicSweeper):
             try:
                 results = self.launcher.launch(jobs[start:start + size], initial_job_idx=start)
             except LaunchError as e:
+                self._end_sweep_run(sweep_run, "failed")
                 self._fail(str(e))
             except KeyboardInterrupt:  # Ctrl-C in the sweep process (its runs record themselves as interrupted)
+                self._end_sweep_run(sweep_run, "interrupted")
                 print("asym-train: sweep interrupted; run the same command to resume it", file=sys.stderr)
                 sys.exit(130)
             returns.append(results)
@@ -100,6 +106,8 @@ class AsymSweeper(BasicSweeper):
             log.info("%d jobs queued; watch them with: asym-status %s", queued, sweep_dir)
         elif all(r._return_value != DRY_RUN for batch in returns for r in batch):
             self._print_tables(entries)
+        self._end_sweep_run(sweep_run, "failed" if failed else "queued" if queued else "finished",
+                            None if queued else entries)
         if failed:
             for job, err in failed:
                 log.error("failed: %s: %s", job, str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -123,6 +131,63 @@ class AsymSweeper(BasicSweeper):
         except Exception as e:  # the runs still run; their result.json and asym-sync cover tracking
             log.warning("MLflow unreachable (%s); runs will keep local records for asym-sync",
                         str(e).splitlines()[0][:200])
+
+    def _dry_run(self) -> bool:
+        return bool(getattr(self.launcher, "dry_run", False) or self.config.hydra.sweeper.get("dry_run", False))
+
+    def _start_sweep_run(self, sweep_dir: Path, entries: List[dict], arguments: List[str]) -> Optional[str]:
+        """The sweep's MLflow run, after every check passed and never for a dry run: its plan (runs.json), the
+        composed config and the overrides as artifacts. Its id reaches the jobs (in this process, local
+        subprocesses or SLURM tasks alike) through the environment, so each new run becomes its child."""
+        if self._dry_run():
+            return None
+        from collections import Counter
+
+        from asym import tracking
+        from asym.launcher import plan
+        sweep = self.config.hydra.runtime.choices.get("sweep")
+        protocol = Counter(e["protocol_hash"] for e in entries).most_common(1)[0][0]
+        tables = sorted({t for e in entries for t in e["tables"]})
+        OmegaConf.save(OmegaConf.create({"overrides": arguments, "sweeper_params": self._parse_config()}),
+                       sweep_dir / "overrides.yaml")
+        note = (f"Sweep {'+sweep=' + sweep if sweep else ' '.join(arguments)}: {len(entries)} runs feeding table(s) "
+                f"{', '.join(tables)}, in {sweep_dir}. Its new runs are its children; its artifacts hold its plan "
+                f"(runs.json), overrides and, once it ends, its tables (tables/tables.html, .csv, .md) and "
+                f"report.html. Regenerate them: asym-report --log-to-mlflow RUN_ID (this run's id).")
+        try:
+            run_id = tracking.start_sweep_run(
+                self.config.tracking.uri, self.config.tracking.experiment,
+                f"sweep {sweep + ' · ' if sweep else ''}{len(entries)} runs",
+                {tracking.PROTOCOL_TAG: protocol, tracking.TABLES_TAG: ",".join(tables), tracking.NOTE_TAG: note},
+                [sweep_dir / plan.PLAN_FILE, sweep_dir / "overrides.yaml", sweep_dir / "multirun.yaml"])
+        except Exception as e:  # the runs still run; they keep their records for asym-sync
+            log.warning("MLflow unreachable (%s): the sweep has no MLflow run", str(e).splitlines()[0][:200])
+            return None
+        os.environ[tracking.SWEEP_RUN_ENV] = run_id
+        exp_id = tracking.client(self.config.tracking.uri).get_run(run_id).info.experiment_id
+        log.info("MLflow: sweep run %s; its runs and tables at %s", run_id,
+                 tracking.experiment_url(self.config.tracking.uri, exp_id))
+        return run_id
+
+    def _end_sweep_run(self, run_id: Optional[str], status: str, entries: Optional[List[dict]] = None) -> None:
+        """The sweep's MLflow run ends ``status``; with ``entries`` (a sweep that ran its jobs) it first gets its
+        tables, its report and the list of its runs. A tracking failure is a warning: the runs are done."""
+        from asym import tracking
+        os.environ.pop(tracking.SWEEP_RUN_ENV, None)
+        if run_id is None:
+            return
+        try:
+            if entries is not None:
+                from collections import Counter
+
+                from asym.analysis.report import publish_sweep
+                tables = list(self.config.get("tables") or sorted({t for e in entries for t in e["tables"]}))
+                publish_sweep(self.config, run_id, tables, Counter(e["protocol_hash"] for e in entries).most_common(1)[0][0],
+                              entries)
+            tracking.end_sweep_run(self.config.tracking.uri, run_id, status)
+        except Exception as e:
+            log.warning("could not finish the sweep's MLflow run %s (%s); asym-report --log-to-mlflow %s logs its "
+                        "tables later", run_id, str(e).splitlines()[0][:200], run_id)
 
     def _job_config(self, overrides: List[str]):
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
