@@ -60,9 +60,12 @@ def file_part(label) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", str(label))
 
 
-def save(fig, out_dir: Path, name: str, caption: str) -> Plot:
+FORMATS = ("png", "svg")
+
+
+def save(fig, out_dir: Path, name: str, caption: str, formats: tuple[str, ...] = FORMATS) -> Plot:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+    paths = [out_dir / f"{name}.{f}" for f in formats]
     for p in paths:
         fig.savefig(p, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -117,9 +120,9 @@ def flip_probability_figure(table3: Cells):
     return fig, caption
 
 
-def flip_probability(table3: Cells, out_dir: Path) -> Plot:
+def flip_probability(table3: Cells, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> Plot:
     fig, caption = flip_probability_figure(table3)
-    return save(fig, out_dir, "exp_b_flip_probability", caption)
+    return save(fig, out_dir, "exp_b_flip_probability", caption, formats)
 
 
 # ------------------------------------------------------------------------------------------- learning curves
@@ -199,10 +202,10 @@ def learning_curves_figure(data: pd.DataFrame, dataset_row: str):
 
 
 def learning_curves(uri: str | None, experiment: str, runs: pd.DataFrame, dataset_row: str,
-                    models: list[str] | None, out_dir: Path) -> Plot:
+                    models: list[str] | None, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> Plot:
     """``learning_curves_figure`` of ``curve_data``, written to ``out_dir``."""
     fig, caption = learning_curves_figure(curve_data(uri, runs, dataset_row, models), dataset_row)
-    return save(fig, out_dir, f"learning_curves_{file_part(dataset_row)}", caption)
+    return save(fig, out_dir, f"learning_curves_{file_part(dataset_row)}", caption, formats)
 
 
 # -------------------------------------------------------------------------------------------------- heat maps
@@ -261,11 +264,12 @@ def heatmap_figure(cells: Cells, limit: float):
     return fig, caption
 
 
-def difference_heatmap(cells: Cells, out_dir: Path, limit: float | None = None) -> Plot:
+def difference_heatmap(cells: Cells, out_dir: Path, limit: float | None = None,
+                       formats: tuple[str, ...] = FORMATS) -> Plot:
     """``heatmap_figure`` written to ``out_dir``; ``limit`` defaults to this table's own ``heatmap_limit`` (pass the
     one of every table to share the scale)."""
     fig, caption = heatmap_figure(cells, heatmap_limit([cells]) if limit is None else limit)
-    return save(fig, out_dir, f"diff_table{cells.spec.key}", caption)
+    return save(fig, out_dir, f"diff_table{cells.spec.key}", caption, formats)
 
 
 # ------------------------------------------------------------------------------------------------ robustness
@@ -286,7 +290,7 @@ def robustness_counts(cells_list: list[Cells]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=["robust", "fragile", "coloured"])
 
 
-def robustness(cells_list: list[Cells], out_dir: Path) -> Plot:
+def robustness(cells_list: list[Cells], out_dir: Path, formats: tuple[str, ...] = FORMATS) -> Plot:
     """Verdict robustness: per table, the multi-seed cells whose colour holds over seeds vs the fragile ones."""
     counts = robustness_counts(cells_list)
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -300,4 +304,4 @@ def robustness(cells_list: list[Cells], out_dir: Path) -> Plot:
     ax.legend(fontsize=8)
     caption = ("Per table, the cells with at least two seeds whose colour holds over the seeds, and those whose "
                "colour does not (marked ? in the tables).")
-    return save(fig, out_dir, "verdict_robustness", caption)
+    return save(fig, out_dir, "verdict_robustness", caption, formats)

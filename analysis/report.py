@@ -12,6 +12,7 @@ import html as html_lib
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from asym import tracking
@@ -29,17 +30,21 @@ TITLE = "Weight symmetry in backpropagation: our runs vs the paper"
 
 
 def figures_of(cells_list: list[Cells], runs: pd.DataFrame, uri: str | None, experiment: str, fig_dir: Path,
-               curves: str | None = None) -> list[figures.Plot]:
-    """Every figure of the report: Exp. B, the learning curves on ``curves`` (default: the first row), one heat map
-    per table on one shared colour scale, and with several seeds the verdict robustness."""
+               curves: str | None = None, formats: tuple[str, ...] = figures.FORMATS) -> list[figures.Plot]:
+    """Every figure of the report: Exp. B, the learning curves on ``curves`` (default: the first row), a heat map per
+    table that has a cell to compare with the paper (one colour scale for all), with several seeds the verdict
+    robustness. Exp. B and a heat map are left out when their table has nothing to show."""
     by_key = {c.spec.key: c for c in cells_list}
-    plots = [figures.flip_probability(by_key["3"], fig_dir)] if "3" in by_key else []
+    plots = []
+    if "3" in by_key and by_key["3"].value.drop(columns="SGD").notna().to_numpy().any():  # a p column has a cell
+        plots.append(figures.flip_probability(by_key["3"], fig_dir, formats))
     row = curves or cells_list[0].value.index[0]
-    plots.append(figures.learning_curves(uri, experiment, runs, row, None, fig_dir))
+    plots.append(figures.learning_curves(uri, experiment, runs, row, None, fig_dir, formats))
     limit = figures.heatmap_limit(cells_list)
-    plots += [figures.difference_heatmap(c, fig_dir, limit) for c in cells_list]
+    plots += [figures.difference_heatmap(c, fig_dir, limit, formats) for c in cells_list
+              if np.isfinite(figures.difference(c)).any()]
     if any(c.multi_seed for c in cells_list):
-        plots.append(figures.robustness(cells_list, fig_dir))
+        plots.append(figures.robustness(cells_list, fig_dir, formats))
     return plots
 
 
@@ -63,9 +68,9 @@ def report_page(cells_list: list[Cells], line: str, plots: list[figures.Plot]) -
 
 
 def write_report(cells_list: list[Cells], line: str, runs: pd.DataFrame, uri: str | None, experiment: str,
-                 out: Path, curves: str | None = None) -> list[figures.Plot]:
-    """``out`` (the page) and its figures' PNG and SVG files in ``<out stem>_figures/``; the figures."""
-    plots = figures_of(cells_list, runs, uri, experiment, out.with_name(out.stem + "_figures"), curves)
+                 out: Path, curves: str | None = None, formats: tuple[str, ...] = figures.FORMATS) -> list[figures.Plot]:
+    """``out`` (the page) and its figures' files (PNG, SVG) in ``<out stem>_figures/``; the figures."""
+    plots = figures_of(cells_list, runs, uri, experiment, out.with_name(out.stem + "_figures"), curves, formats)
     page = report_page(cells_list, line, plots)
     write_atomic(out, lambda p: p.write_text(page, encoding="utf-8"))
     return plots
@@ -150,6 +155,7 @@ def publish_sweep(config, run_id: str, which: list[str], protocol_hash: str | No
     runs, line = select_protocol(load_runs(uri, experiment), None, protocol_hash)
     with tempfile.TemporaryDirectory(prefix="asym-sweep-") as tmp:
         page = Path(tmp) / REPORT_FILE
-        write_report(build_all(runs, table_keys("all"), line), line, runs, uri, experiment, page)
+        # PNG only: the page embeds them (asym-report writes the SVGs too)
+        write_report(build_all(runs, table_keys("all"), line), line, runs, uri, experiment, page, formats=("png",))
         publish(uri, run_id, build_all(runs, table_keys(list(which) or "all"), line), line, runs, experiment,
                 report=page, plan=plan)

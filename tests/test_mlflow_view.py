@@ -105,17 +105,17 @@ def test_the_experiment_says_what_it_is_and_an_old_one_is_updated(tmp_path):
     c = tracking.client(uri)
     exp_id = tracking.ensure_experiment(uri, "new")
     tags = c.get_experiment(exp_id).tags
-    assert tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
-    note = tags[tracking.NOTE_TAG]
+    assert tags.get("mlflow.experimentKind") == "custom_model_development"  # MLflow's names: the UI reads these
+    note = tags["mlflow.note.content"]
     assert "How Important Is Weight Symmetry in Backpropagation?" in note and "asym-tables" in note and \
         "--log-to-mlflow" in note and "asym.kind = sweep" in note
     old = c.create_experiment("old")  # as an earlier asym made it: no kind, no description
     assert tracking.ensure_experiment(uri, "old") == old
-    assert {k: c.get_experiment(old).tags.get(k) for k in (tracking.EXPERIMENT_KIND_TAG, tracking.NOTE_TAG)} == \
-        {tracking.EXPERIMENT_KIND_TAG: "custom_model_development", tracking.NOTE_TAG: note}
-    c.set_experiment_tag(old, tracking.NOTE_TAG, "my notes")
+    assert {k: c.get_experiment(old).tags.get(k) for k in ("mlflow.experimentKind", "mlflow.note.content")} == \
+        {"mlflow.experimentKind": "custom_model_development", "mlflow.note.content": note}
+    c.set_experiment_tag(old, "mlflow.note.content", "my notes")
     tracking.ensure_experiment(uri, "old")
-    assert c.get_experiment(old).tags[tracking.NOTE_TAG] == "my notes"
+    assert c.get_experiment(old).tags["mlflow.note.content"] == "my notes"
     assert tracking.experiment_url(uri, old) == f"http://127.0.0.1:5000/#/experiments/{old}/runs?workflowType=machine_learning"
     assert tracking.experiment_url("http://host:5055/", "7") == "http://host:5055/#/experiments/7/runs?workflowType=machine_learning"
 
@@ -169,3 +169,37 @@ def test_sweep_runs_are_parents_not_trained_runs(tmp_path, monkeypatch):
     assert len(tracking.find_runs(c, exp_id)) == 2 and len(tracking.runs_frame(uri, "e")) == 2
     assert len(load_runs(uri, "e")) == 2
     assert [r.info.run_id for r in tracking.sweep_runs(uri, "e")] == [sweep.info.run_id]
+
+
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+
+
+@pytest.mark.slow
+def test_a_dry_run_makes_no_sweep_run(tmp_path):
+    """A dry run shows the sbatch script and submits nothing: no sweep run either."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    res = subprocess.run(["asym-train", "-m", "model=SGD,BN", "dataset=digits", "train=demo", *SLURM,
+                          "hydra.launcher.dry_run=true", f"tracking.uri={uri}", f"output_root={tmp_path}/runs"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "#SBATCH" in res.stdout, res.stderr[-3000:]
+    assert tracking.sweep_runs(uri, tracking.DEFAULT_EXPERIMENT) == []
+
+
+@pytest.mark.slow
+def test_slurm_jobs_make_their_runs_children_of_the_sweep(slurm, tmp_path):
+    """The SLURM jobs run in other processes on the cluster: they learn the sweep run's id all the same. A sweep that is
+    only submitted ends its run 'queued' (its tables come later, with --log-to-mlflow)."""
+    from conftest import wait_until
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    res = subprocess.run(["asym-train", "-m", "model=SGD", "lr_mult=10,1", "dataset=digits", "train=demo",
+                          "train.epochs=1", *SLURM, f"tracking.uri={uri}", f"output_root={tmp_path}/runs"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "submitted 2 runs as SLURM array" in res.stdout + res.stderr, res.stderr[-3000:]
+    [sweep] = tracking.sweep_runs(uri, tracking.DEFAULT_EXPERIMENT)
+    assert sweep.data.tags[tracking.STATUS_TAG] == "queued"
+
+    def done():
+        table = tracking.runs_table(uri)
+        return table is not None and len(table) == 2 and set(table["status"]) == {"finished"} and table
+    table = wait_until(done, 300, "2 finished runs")
+    assert set(table["parent_run_id"]) == {sweep.info.run_id}

@@ -157,7 +157,7 @@ class AsymSweeper(BasicSweeper):
         try:
             run_id = tracking.start_sweep_run(
                 self.config.tracking.uri, self.config.tracking.experiment,
-                f"sweep {sweep + ' · ' if sweep else ''}{len(entries)} runs",
+                f"{self._sweep_title(sweep, arguments)} · {len(entries)} runs",
                 {tracking.PROTOCOL_TAG: protocol, tracking.TABLES_TAG: ",".join(tables), tracking.NOTE_TAG: note},
                 [sweep_dir / plan.PLAN_FILE, sweep_dir / "overrides.yaml", sweep_dir / "multirun.yaml"])
         except Exception as e:  # the runs still run; they keep their records for asym-sync
@@ -168,6 +168,15 @@ class AsymSweeper(BasicSweeper):
         log.info("MLflow: sweep run %s; its runs and tables at %s", run_id,
                  tracking.experiment_url(self.config.tracking.uri, exp_id))
         return run_id
+
+    @staticmethod
+    def _sweep_title(sweep: Optional[str], arguments: List[str]) -> str:
+        """What tells this sweep from others, for its run's name: its sweep file, else its swept overrides (as Hydra
+        parses them), else all its overrides."""
+        if sweep:
+            return f"+sweep={sweep}"
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        return " ".join(o.input_line for o in parsed if o.is_sweep_override()) or " ".join(arguments) or "sweep"
 
     def _end_sweep_run(self, run_id: Optional[str], status: str, entries: Optional[List[dict]] = None) -> None:
         """The sweep's MLflow run ends ``status``; with ``entries`` (a sweep that ran its jobs) it first gets its
