@@ -158,7 +158,7 @@ class AsymSweeper(BasicSweeper):
             run_id = tracking.start_sweep_run(
                 self.config.tracking.uri, self.config.tracking.experiment,
                 f"{self._sweep_title(sweep, arguments)} · {len(entries)} runs",
-                {tracking.PROTOCOL_TAG: protocol, tracking.TABLES_TAG: ",".join(tables), tracking.NOTE_TAG: note},
+                {tracking.PROTOCOL_TAG: protocol, tracking.NOTE_TAG: note},  # no "tables" tag: that filter lists runs
                 [sweep_dir / plan.PLAN_FILE, sweep_dir / "overrides.yaml", sweep_dir / "multirun.yaml"])
         except Exception as e:  # the runs still run; they keep their records for asym-sync
             log.warning("MLflow unreachable (%s): the sweep has no MLflow run", str(e).splitlines()[0][:200])
