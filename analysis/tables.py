@@ -30,12 +30,12 @@ import pandas as pd
 
 from asym import tracking
 from asym.data import DATASETS, PAPER_DATASETS, info
-from asym.models import parse_model
+from asym.labels import parse_model
 from asym.protocol import SELECTIONS, procedures_for
 from asym.train import BEST_ERROR as BEST
 from asym.train import SELECTED_ERROR, SELECTED_HOLDOUT_ERROR
 
-MARGIN = 3.0                                 # GUIDE item 10: highlight at ≥ 3 percentage points from SGD
+MARGIN = 3.0                                 # highlight at ≥ 3 pp from SGD: protocol decision 10 (docs/protocol.md)
 WORSE, BETTER, SAME = "worse", "better", ""  # yellow, blue, plain
 COMPARE_ROW = {"Digits": "MNIST"}            # the demo set runs the MNIST net: compared with the paper's MNIST row
 NOISE_SE = 2.0                               # a difference within 2 standard errors is not told apart from noise

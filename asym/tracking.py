@@ -61,7 +61,7 @@ RUN_DIR_FILE = "result.json"
 
 def config_hash(run: dict, protocol: dict) -> str:
     """Stable hash of what defines a run's numbers (not device, threads, or where it is tracked)."""
-    from .models import parse_model
+    from .labels import parse_model
     key = {**{k: run[k] for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
            "lr_mult": float(run["lr_mult"]), "protocol": dict(sorted(identity(protocol).items()))}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -81,11 +81,11 @@ def group_hash(member_hashes: list[str]) -> str:
 
 def run_name(run: dict) -> str:
     """Readable name in the MLflow UI, e.g. ``uSF+BN+BM ×10 · CIFAR``: what differs between the runs of one
-    experiment first — the model and the lr multiplier, which the Run Name column always shows (measured in
-    Chromium, tests/test_mlflow_ui.py) — then the clamp, the procedure and the seed when not the default, and the
-    dataset last (also the UI's Dataset column)."""
+    experiment first — the model and the lr multiplier, which a top-level row of the UI's Run Name column shows
+    whole for every demo run (measured in Chromium, tests/test_mlflow_ui.py; docs/mlflow.md) — then the clamp, the
+    procedure and the seed when not the default, and the dataset last (also the UI's Dataset column)."""
     from .data import info
-    from .models import parse_model
+    from .labels import parse_model
     parts = [f"{parse_model(run['model']).label} ×{float(run['lr_mult']):g}"]
     if run.get("freeze", "none") != "none":
         parts.append(run["freeze"])
@@ -99,7 +99,7 @@ def run_name(run: dict) -> str:
 def run_params(run: dict) -> dict[str, str]:
     """The run's own fields as MLflow params (columns in the runs table and in Compare), from the run, not from the
     job's config: a run group's member logs its own ``lr_mult``, and ``model`` is the canonical label."""
-    from .models import parse_model
+    from .labels import parse_model
     return {**{k: str(run[k]) for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
             "lr_mult": f"{float(run['lr_mult']):g}"}
 
@@ -319,7 +319,7 @@ class RunTracker:
             else:
                 exp_id = ensure_experiment(self.uri, self.experiment)
                 tags = {k: str(self.run[k]) for k in RUN_TAGS}
-                from .models import parse_model
+                from .labels import parse_model
                 tags.update({"model": parse_model(self.run["model"]).label, HASH_TAG: self.hash,
                              STATUS_TAG: "running", COMMIT_TAG: git_commit or "unknown"})
                 tags.update(view_tags(self.run, self.protocol))  # the description, tables, protocol_hash
@@ -390,8 +390,8 @@ def view_tags(run: dict, protocol: dict) -> dict:
 def describe_model(label: str) -> str:
     """One line that explains a model label in words, from its parse, e.g. ``uSF+BN+BM: feedback V = sign(W);
     batch normalisation without affine; Batch Manhattan setting 1``."""
-    from .feedback import RNDF_STD
-    from .models import parse_model
+    from .labels import RNDF_STD
+    from .labels import parse_model
     spec = parse_model(label)
     every = "redrawn every mini-batch" if spec.feedback == "brsf" else "drawn once"
     if spec.feedback in ("brsf", "frsf") and spec.flip:

@@ -1,4 +1,5 @@
-"""The paper's protocol loop (Section 5, GUIDE items 4–8): one job of N ≥ 1 runs, with exact resume.
+"""The paper's protocol loop (Section 5; protocol decisions 4–8 in docs/protocol.md): one job of N ≥ 1 runs, with
+exact resume.
 
 ``train`` reads as the protocol: the untrained net is evaluated as epoch 0; each epoch sets every
 member's learning rate, trains on one ``randperm`` of the training split in mini-batches (uSF+BM's
@@ -30,7 +31,7 @@ from .protocol import PROCEDURES, Protocol, RunSpec  # noqa: F401  (re-exported:
 
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
 INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM; the checkpoint of its last finished epoch resumes it
-BEST_ERROR, BEST_EPOCH = "best_val_error", "best_epoch"  # a run's number (GUIDE item 7), in result.json and MLflow
+BEST_ERROR, BEST_EPOCH = "best_val_error", "best_epoch"  # a run's number (protocol decision 7), in result.json, MLflow
 # With train.select_on=val: the per-epoch error on the held-out part of the training split, and the run's number
 # chosen on it (the epoch of least holdout error, that error, and the test error at that epoch)
 HOLDOUT_ERROR = "holdout_error"
@@ -78,7 +79,8 @@ def measure(engine: Engine, data: TensorData) -> dict[str, list[float]]:
 
 
 def best_of(history: list[dict]) -> tuple[float | None, int | None]:
-    """(best val_error, its epoch) over ``history``: the paper's number for a run (GUIDE item 7)."""
+    """(best val_error, its epoch) over ``history``: the paper's number for a run (protocol decision 7 in
+    docs/protocol.md)."""
     scored = [(h["val_error"], h["epoch"]) for h in history if h.get("val_error") is not None]
     return min(scored) if scored else (None, None)
 
@@ -281,7 +283,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
                     if on_epoch:
                         on_epoch(k, rec)
 
-        if not state.histories[0]:  # epoch 0: the untrained net counts (GUIDE item 7)
+        if not state.histories[0]:  # epoch 0: the untrained net counts (protocol decision 7 in docs/protocol.md)
             engine.calibrate_batchnorm(data.x_train, proto)
             measured = measure(engine, data)
             commit({k: {"epoch": 0, **{key: errors[k] for key, errors in measured.items()},

@@ -1,5 +1,5 @@
 """Real datasets: the per-class split rule on each dataset's real shape, ``asym-data status | download | prepare``,
-broken layouts, the cache's atomicity, the sweep preflight naming every missing dataset, the README's table.
+broken layouts, the cache's atomicity, the sweep preflight naming every missing dataset, docs/datasets.md's table.
 
 Downloads talk only to an HTTP server on 127.0.0.1 that the test starts, serving archives in the real
 sources' layouts; the URLs are pointed at it through torchvision's public class attributes (``CIFAR10.url``,
@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from asym import data
-from asym.data import cli, remote, sources
+from asym.data import cli, readers, remote, sources
 from layouts import CALTECH101_COUNTS, REAL_SHAPES, tiny_jpeg, write_class_tree, write_real_shape
 from test_data import fake_cifar, fake_mnist, no_md5  # noqa: F401 (a fixture)
 
@@ -226,8 +226,8 @@ def test_prepare_twice_is_a_noop_the_second_time(tmp_path, capsys, monkeypatch):
 
     def fail(*a, **k):
         raise AssertionError("decoded again")
-    monkeypatch.setattr(sources, "_decode", fail)
-    monkeypatch.setattr(sources, "mnist", fail)
+    monkeypatch.setattr(readers, "_decode", fail)
+    monkeypatch.setattr(readers, "mnist", fail)
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("already prepared") == 3 and "3 classes, train 12, test 5" in out
@@ -503,7 +503,7 @@ def test_remotes_come_from_torchvision_public_attributes():
                 remote.remotes(name)
 
 
-# ---------------------------------------------------------------- the sweep preflight, the README
+# ---------------------------------------------------------------- the sweep preflight, docs/datasets.md
 
 def test_preflight_names_every_missing_or_incomplete_dataset(tmp_path):
     write_real_shape(tmp_path, "lfw", counts={f"p{i}": 11 for i in range(10)})
@@ -525,11 +525,12 @@ def test_preflight_names_every_missing_or_incomplete_dataset(tmp_path):
         data.check_all([("mnist", tmp_path, False, 4)])
 
 
-def test_readme_dataset_table_is_the_registry():
+def test_docs_dataset_table_is_the_registry():
+    page = (REPO / "docs" / "datasets.md").read_text()
+    table = re.search(r"<!-- datasets:begin.*?-->\n(.*?)<!-- datasets:end -->", page, re.S)
+    assert table, "docs/datasets.md lacks the generated dataset table markers"
+    assert table.group(1) == data.registry_table(), "docs/datasets.md's table differs from asym-data table: regenerate it"
     readme = (REPO / "README.md").read_text()
-    table = re.search(r"<!-- datasets:begin.*?-->\n(.*?)<!-- datasets:end -->", readme, re.S)
-    assert table, "README lacks the generated dataset table markers"
-    assert table.group(1) == data.registry_table(), "README's table differs from asym-data table: regenerate it"
     run = readme.split("## Run the paper", 1)[1]
     first = [l for l in run.splitlines() if l.startswith("asym-")][:3]
     assert [l.split()[:2] for l in first] == [["asym-data", "status"], ["asym-data", "download"], ["asym-data", "prepare"]]
@@ -543,3 +544,17 @@ def test_console_script(tmp_path):
     assert res.returncode == 1 and "mnist" in res.stdout
     res = subprocess.run([exe, "table"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout == data.registry_table()
+
+
+def test_the_layout_checks_name_the_files_torchvisions_readers_read():
+    """``sources.TORCHVISION_FILES`` spells out torchvision's file lists so ``asym-data status`` needs no torch;
+    they must stay the ones torchvision's dataset classes actually read."""
+    import torchvision.datasets as tvd
+    theirs = {
+        "mnist": tuple(Path(f).name.removesuffix(".gz") for f, _ in tvd.MNIST.resources),
+        "cifar10": tuple(f for f, _ in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list) + (tvd.CIFAR10.meta["filename"],),
+        "cifar100": tuple(f for f, _ in tvd.CIFAR100.train_list + tvd.CIFAR100.test_list) + (tvd.CIFAR100.meta["filename"],),
+        "stl10": tuple(f for f, _ in tvd.STL10.train_list + tvd.STL10.test_list),
+        "svhn": tuple(tvd.SVHN.split_list[s][1] for s in ("train", "test")),
+    }
+    assert sources.TORCHVISION_FILES == theirs

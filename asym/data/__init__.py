@@ -1,12 +1,13 @@
 """The paper's 15 datasets, the offline ``digits`` demo, and user data — as tensors ready to train on.
 
 ``load(name, root, ...)`` returns a ``TensorData``: the train and test splits decoded, resized to the
-arch's input size and normalised per channel with train-split statistics (GUIDE item 11), cached on
-disk once (key: dataset, protocol version, seed, input size). The trainer moves the tensors onto its
-device and slices batches from a seeded ``randperm`` — no DataLoader.
+arch's input size and normalised per channel with train-split statistics (protocol decision 11 in
+docs/protocol.md), cached on disk once (key: dataset, protocol version, seed, input size). The trainer moves the
+tensors onto its device and slices batches from a seeded ``randperm`` — no DataLoader. Those live in
+``asym.data.tensors`` and load on first use (PEP 562): this package itself is torch-free.
 
 ``DATASETS`` is the registry (the one owner of each dataset's name, row label, net, split rule, paths and
-source; the README's table is ``registry_table()``). ``survey``/``check_available``/``check_all`` look at
+source; docs/datasets.md's table is ``registry_table()``). ``survey``/``check_available``/``check_all`` look at
 the files without decoding them; ``asym-data`` (``asym.data.cli``) puts status, download and prepare on
 the command line.
 """
@@ -14,22 +15,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import logging
-import math
+import importlib
 import os
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-import torch
-import torch.nn.functional as F
-
-from ..files import write_atomic
-from ..models import input_shape
+from ..archs import input_shape
 from . import sources
-
-log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 2  # bump when a split or preprocessing rule changes: old cache entries are ignored
 # v2: per-class protocols take n_train, then up to n_test (all that remain) from every class with > n_train images
@@ -44,7 +37,7 @@ class DatasetInfo:
     title: str         # the row label in the paper's tables
     arch: str          # Table 1 family
     num_classes: int
-    protocol: str      # the split rule (GUIDE item 12)
+    protocol: str      # the split rule (protocol decision 12 in docs/protocol.md)
     reader: str        # function name in asym.data.sources
     source: str        # how a user gets the files
     paths: tuple[str, ...] = ()  # where the reader looks, relative to data.root; the first that exists wins
@@ -104,76 +97,6 @@ CLASS_PROTOCOLS = {"caltech101": (102, 30, 10), "caltech256_101": (102, 30, 10),
                    "sufrw": (80, 10, 5), "lfw": (80, 10, 5), "scene67": (67, 80, 20)}
 
 
-@dataclass
-class TensorData:
-    """Normalised train/test tensors of one dataset (x: N×C×H×W or N×D float32, y: N int64).
-
-    ``seed`` is the data seed that drew its random splits (``load``'s; the Caltech/PubFig class and image
-    choices); ``x_holdout``/``y_holdout`` are the part of the training split ``hold_out`` set aside (None: none).
-    """
-
-    name: str
-    arch: str
-    num_classes: int
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    seed: int = 0
-    x_holdout: Optional[torch.Tensor] = None
-    y_holdout: Optional[torch.Tensor] = None
-    holdout: Optional[dict] = None   # what ``hold_out`` recorded: size, fraction, data_seed, digest
-
-    def to(self, device) -> "TensorData":
-        move = (lambda t: None if t is None else t.to(device))
-        return replace(self, **{k: move(getattr(self, k)) for k in ("x_train", "y_train", "x_test", "y_test",
-                                                                    "x_holdout", "y_holdout")})
-
-    def hold_out(self, fraction: float) -> "TensorData":
-        """This data with a stratified ``fraction`` of the training split moved to ``x_holdout``/``y_holdout``
-        (``holdout_split`` from this data's ``seed``): trained on by nobody, used to choose the epoch and the
-        learning rate under ``train.select_on=val``. ValueError if a class would keep no training image."""
-        if self.x_holdout is not None:
-            raise ValueError(f"dataset {self.name!r} already has a holdout")
-        train_idx, holdout_idx = holdout_split(self.y_train, fraction, self.seed, self.name)
-        record = {"size": len(holdout_idx), "fraction": fraction, "data_seed": self.seed,
-                  "digest": index_digest(holdout_idx)}
-        return replace(self, x_train=self.x_train[train_idx], y_train=self.y_train[train_idx],
-                       x_holdout=self.x_train[holdout_idx], y_holdout=self.y_train[holdout_idx], holdout=record)
-
-
-def holdout_split(y: torch.Tensor, fraction: float, seed: int, name: str = "dataset") -> tuple[torch.Tensor, torch.Tensor]:
-    """(train_idx, holdout_idx): a stratified holdout of the labels ``y`` (shape (N,)), both sorted, disjoint,
-    together ``range(N)``.
-
-    Class c of n_c images gives round(fraction·n_c) of them (half up) to the holdout, chosen by a generator
-    seeded with the data ``seed`` alone — every run of that data seed (any model, multiplier or run) holds out
-    the same images. So each class's share is within half an image of ``fraction``. ValueError (one line,
-    naming ``name``) if a class would keep no training image or the holdout would be empty.
-    """
-    gen = torch.Generator().manual_seed(int(seed))
-    y = y.cpu()
-    train, held = [], []
-    for c in torch.unique(y).tolist():  # sorted classes: the draw does not depend on the images' order of classes
-        idx = (y == c).nonzero().flatten()
-        k = math.floor(fraction * len(idx) + 0.5)
-        if k >= len(idx):
-            raise ValueError(f"train.val_fraction={fraction:g} leaves class {c} of {name} ({len(idx)} training "
-                             "images) nothing to train on; use a smaller train.val_fraction")
-        perm = idx[torch.randperm(len(idx), generator=gen)]
-        held.append(perm[:k])
-        train.append(perm[k:])
-    holdout_idx, train_idx = torch.cat(held).sort().values, torch.cat(train).sort().values
-    if len(holdout_idx) == 0:
-        raise ValueError(f"train.val_fraction={fraction:g} holds out no image of {name}; use a larger one")
-    return train_idx, holdout_idx
-
-
-def index_digest(idx: torch.Tensor) -> str:
-    """A short digest of a set of indices (which images a holdout took), for ``result.json``."""
-    return hashlib.sha256(idx.cpu().to(torch.int64).numpy().tobytes()).hexdigest()[:16]
-
-
 def info(name: str) -> DatasetInfo:
     if name in DATASETS:
         return DATASETS[name]
@@ -189,30 +112,6 @@ def user_dataset_info(name: str) -> DatasetInfo:
         return DatasetInfo(name, Path(path).stem, "timit", 0, "the file's own train/test arrays", "user_npz", path)
     return DatasetInfo(name, Path(path).name, "default119", 0, "the tree's train/ and test/ folders",
                        "user_folder", path)
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-
-
-def prepare(x_train, x_test, arch: str):
-    """Float, resized to the arch's input, per-channel mean/std of the train split (GUIDE item 11)."""
-    shape = input_shape(arch)
-    x_train, x_test = x_train.float(), x_test.float()
-    if len(shape) == 3:
-        channels, h, w = shape
-        x_train, x_test = (_resize(x, (h, w)) for x in (x_train, x_test))
-        if x_train.shape[1] != channels:  # grey ↔ colour
-            x_train, x_test = ((x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, channels, -1, -1))
-                               for x in (x_train, x_test))
-        dims = (0, 2, 3)
-    else:
-        dims = (0,)
-    mean = x_train.mean(dims, keepdim=True)
-    std = x_train.std(dims, keepdim=True).clamp_min(1e-6)
-    return ((x_train - mean) / std).contiguous(), ((x_test - mean) / std).contiguous()
 
 
 def cache_dir() -> Path:
@@ -243,47 +142,6 @@ def cache_state(name: str, root: str | Path = "data", seed: int = 0, cache: str 
     stem = _cache_stem(name)
     others = [p for p in path.parent.glob(f"{glob.escape(stem)}-*.pt") if p.stem.rpartition("-")[0] == stem]
     return "stale" if others else "none"
-
-
-def _read_cache(path: Path, name: str, mmap: bool = False, seed: int = 0) -> TensorData | None:
-    try:
-        d = torch.load(path, weights_only=True, mmap=mmap)
-        return TensorData(name, d["arch"], d["num_classes"], d["x_train"], d["y_train"], d["x_test"], d["y_test"],
-                          seed)
-    except FileNotFoundError:
-        return None
-    except (RuntimeError, KeyError, EOFError, zipfile.BadZipFile, OSError) as e:  # damaged: rebuild it
-        log.warning("ignoring unreadable cache %s (%s)", path, e)
-        return None
-
-
-def load(name: str, root: str | Path = "data", seed: int = 0, download: bool = False,
-         cache: str | Path | None = None) -> TensorData:
-    """Decode, resize and normalise ``name`` once; later calls read the cached tensors.
-
-    Raises DatasetMissing (nothing at ``root``) or DatasetIncomplete (its files cannot satisfy the protocol),
-    each as one line. The cache file appears atomically: a concurrent reader sees all of it or none.
-    """
-    meta = info(name)
-    root = Path(root).expanduser()
-    path = cache_path(name, root, seed, cache)
-    if path.exists() and (d := _read_cache(path, name, seed=seed)) is not None:
-        return d
-    if download and meta.fetch and meta.reader != "digits":
-        from . import remote
-        try:
-            remote.fetch(name, root)
-        except remote.DownloadError as e:  # one line for asym-train, like a missing dataset
-            raise DatasetMissing(f"dataset {name!r}: download failed: {e}") from None
-    reader = getattr(sources, meta.reader)
-    per_class = CLASS_PROTOCOLS.get(name)
-    xtr, ytr, xte, yte = reader(meta, root, seed=seed, per_class=per_class)
-    num_classes = per_class[0] if per_class else meta.num_classes or int(torch.cat([ytr, yte]).max()) + 1
-    arch = meta.arch
-    xtr, xte = prepare(xtr, xte, arch)
-    d = dict(arch=arch, num_classes=num_classes, x_train=xtr, y_train=ytr.long(), x_test=xte, y_test=yte.long())
-    write_atomic(path, lambda tmp: torch.save(d, tmp))  # concurrent runs never read half a file
-    return TensorData(name, arch, num_classes, xtr, ytr.long(), xte, yte.long(), seed)
 
 
 @dataclass
@@ -348,12 +206,22 @@ def check_all(wanted, seed: int = 0, cache: str | Path | None = None) -> None:
 
 
 def registry_table() -> str:
-    """The README's dataset table, generated from DATASETS (a test keeps the README equal to it)."""
+    """docs/datasets.md's dataset table, generated from DATASETS (a test keeps the page equal to it)."""
     esc = lambda s: s.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-    rows = ["| name | row | net | split (GUIDE item 12) | files under `data.root` | get it |", "|---|---|---|---|---|---|"]
+    rows = ["| name | row | net | split (protocol decision 12) | files under `data.root` | get it |",
+            "|---|---|---|---|---|---|"]
     for d in DATASETS.values():
         files = ", ".join(f"`{p}`" for p in d.paths) or "—"
         get = f"`asym-data download {d.name}` ({d.fetch})" if d.fetch and d.paths else (
             d.source if not d.manual else f"{esc(d.source)} — not downloadable: {d.manual}")
         rows.append(f"| `{d.name}` | {d.title} | {d.arch} | {esc(d.protocol)} | {files} | {get} |")
     return "\n".join(rows) + "\n"
+
+
+_TENSORS = ("TensorData", "holdout_split", "index_digest", "prepare", "load")  # asym.data.tensors: needs torch
+
+
+def __getattr__(name: str):
+    if name in _TENSORS:
+        return getattr(importlib.import_module(".tensors", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

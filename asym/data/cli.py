@@ -3,7 +3,7 @@
     asym-data status   [NAME…] [--root R]          what is there, what is missing, whether the cache is current
     asym-data download NAME…|paper [--root R]      fetch what a public source serves (resumable, checksummed)
     asym-data prepare  NAME…|paper [--jobs N]      build the prepared tensor caches the runs read
-    asym-data table                                the README's dataset table, from the registry
+    asym-data table                                docs/datasets.md's dataset table, from the registry
 
 ``--root`` is ``data.root`` of ``asym-train`` (default ``data``, relative to the current directory);
 ``--cache`` and ``--seed`` are ``data.cache`` and ``seed``. Exit codes: 0 every dataset asked for is usable
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import PAPER_DATASETS, DatasetMissing, Survey, cache_path, info, registry_table, sources, survey
+from . import PAPER_DATASETS, DatasetMissing, Survey, cache_path, info, registry_table, survey
 
 
 class UsageError(ValueError):
@@ -168,7 +168,8 @@ def prepare(args) -> int:
     failed: list[str] = []
     bar = tqdm(total=len(todo), unit="dataset", desc="prepare", disable=not sys.stderr.isatty())
     if args.jobs == 1 or len(todo) == 1:
-        sources.DECODE_PROGRESS = sys.stderr.isatty()
+        from . import readers  # decoding is the one subcommand that needs torch (status stays light)
+        readers.DECODE_PROGRESS = sys.stderr.isatty()
         for n in todo:
             print(f"{n}: decoding…", flush=True)
             try:
@@ -228,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME", help="registry names, paper, folder:/path or npz:/file")
     p.add_argument("--jobs", type=int, default=1, help="datasets prepared in parallel (processes)")
     common(p)
-    sub.add_parser("table", help="print the README's dataset table (markdown), generated from the registry")
+    sub.add_parser("table", help="print the dataset table of docs/datasets.md (markdown), generated from the registry")
     return ap
 
 

@@ -1,21 +1,28 @@
-"""Readers: one function per on-disk layout, each returning uint8/float tensors (x_train, y_train, x_test, y_test).
+"""The datasets' on-disk layouts, looked at without decoding: where each lives, which files it needs, its splits.
 
-torchvision's dataset classes read the datasets it knows; the others read a documented folder layout.
-Every reader has a cheap counterpart in ``inspect`` (file names, sizes and ``.mat``/``.npz`` keys, no
-decoding) that says whether the layout can satisfy its protocol: ``asym-data status``, the sweep's
-preflight and ``load`` all ask the same question. Random class/sample choices use the run's recorded seed.
+Every reader of ``asym.data.readers`` (which decodes into tensors) has a cheap counterpart in ``inspect``
+(file names, sizes and ``.mat``/``.npz`` keys, no decoding) that says whether the layout can satisfy its
+protocol: ``asym-data status``, the sweep's preflight and ``load`` all ask the same question. Torch-free,
+so those checks start in a fraction of a second. Random class/sample choices use the run's recorded seed.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
-IMAGE_SIZE = 119  # folder images are decoded straight to the default119 input size
-DECODE_PROGRESS = False  # set by asym-data prepare when it decodes in the foreground of a terminal
 FLOWERS17_PER_CLASS = 80  # the VGG archive numbers images class by class, 80 each (image_0001 … image_1360)
+# The files torchvision's dataset classes read (their ``resources``/``train_list``/``test_list``/``meta``/
+# ``split_list``), named here so looking at a layout needs no torch; a test pins them on torchvision's own.
+TORCHVISION_FILES = {
+    "mnist": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    "cifar10": ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                "batches.meta"),
+    "cifar100": ("train", "test", "meta"),
+    "stl10": ("train_X.bin", "train_y.bin", "unlabeled_X.bin", "test_X.bin", "test_y.bin"),
+    "svhn": ("train_32x32.mat", "test_32x32.mat"),
+}
 
 
 class DatasetMissing(RuntimeError):
@@ -69,8 +76,8 @@ def split_per_class(classes: dict[str, list], per_class: tuple[int, int, int], s
 
     ``classes`` maps a class name to its items (file paths). A class is eligible when it has more than
     ``n_train`` items; its test split is the next ``min(n_test, size − n_train)`` items of a seeded
-    permutation (protocol decision: the paper's "30 training and 10 testing samples per class" on
-    Caltech-101, whose smallest classes hold 31–39 images). Returns ``(train, y_train, test, y_test)``,
+    permutation (protocol decision 12 in docs/protocol.md: the paper's "30 training and 10 testing samples per
+    class" on Caltech-101, whose smallest classes hold 31–39 images). Returns ``(train, y_train, test, y_test)``,
     labels numbered in sorted class-name order. Raises DatasetIncomplete when fewer than ``n_classes``
     classes are eligible.
     """
@@ -113,18 +120,14 @@ def inspect(meta, root: Path, per_class=None, seed: int = 0) -> str:
     if r == "digits":
         return "bundled with scikit-learn"
     if r == "mnist":
-        import torchvision.datasets as tvd
-        _need_files(meta, path, [Path(f).name.removesuffix(".gz") for f, _ in tvd.MNIST.resources])
+        _need_files(meta, path, list(TORCHVISION_FILES[r]))
         return "4 idx files"
     if r in ("cifar10", "cifar100", "stl10"):
-        import torchvision.datasets as tvd
-        cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "stl10": tvd.STL10}[r]
-        names = [f for f, _ in cls.train_list + cls.test_list] + ([cls.meta["filename"]] if r != "stl10" else [])
+        names = list(TORCHVISION_FILES[r])
         _need_files(meta, path, names)
         return f"{len(names)} files"
     if r == "svhn":
-        import torchvision.datasets as tvd
-        names = [tvd.SVHN.split_list[s][1] for s in ("train", "test")]
+        names = list(TORCHVISION_FILES[r])
         _need_files(meta, root, names)
         for n in names:
             _mat_keys(meta, root / n, ("X", "y"))
@@ -164,48 +167,7 @@ def _class_tree(meta, folder: Path) -> dict[str, list[Path]]:
     return classes
 
 
-# ---------------------------------------------------------------- readers
-
-def _tv(cls_name, meta, root, **kw):
-    import torchvision.datasets as tvd
-    inspect(meta, root)
-    try:
-        return getattr(tvd, cls_name)(str(root), download=False, **kw)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise DatasetIncomplete(f"dataset {meta.name!r} unreadable under {root} ({e}): {meta.source}") from None
-
-
-def _labels(v) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(v), dtype=torch.long)
-
-
-def mnist(meta, root, seed, per_class):
-    tr, te = (_tv("MNIST", meta, root, train=t) for t in (True, False))
-    return tr.data[:, None], _labels(tr.targets), te.data[:, None], _labels(te.targets)
-
-
-def _cifar(cls_name, meta, root):
-    tr, te = (_tv(cls_name, meta, root, train=t) for t in (True, False))
-    chw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
-    return chw(tr.data), _labels(tr.targets), chw(te.data), _labels(te.targets)
-
-
-def cifar10(meta, root, seed, per_class):
-    return _cifar("CIFAR10", meta, root)
-
-
-def cifar100(meta, root, seed, per_class):
-    return _cifar("CIFAR100", meta, root)
-
-
-def svhn(meta, root, seed, per_class):
-    tr, te = (_tv("SVHN", meta, root, split=s) for s in ("train", "test"))
-    return torch.from_numpy(tr.data), _labels(tr.labels), torch.from_numpy(te.data), _labels(te.labels)
-
-
-def stl10(meta, root, seed, per_class):
-    tr, te = (_tv("STL10", meta, root, split=s) for s in ("train", "test"))
-    return torch.from_numpy(tr.data), _labels(tr.labels), torch.from_numpy(te.data), _labels(te.labels)
+# ---------------------------------------------------------------- the layouts' listings (shared with the readers)
 
 
 def _flowers102_files(meta, folder: Path):
@@ -218,55 +180,6 @@ def _flowers102_files(meta, folder: Path):
     if not (folder / "jpg").is_dir():
         raise DatasetIncomplete(f"dataset {meta.name!r} at {folder}: no jpg/ folder; {meta.source}")
     return f"{sum(1 for _ in (folder / 'jpg').iterdir())} images", folder
-
-
-def flowers102(meta, root, seed, per_class):
-    from scipy.io import loadmat
-    _, folder = _flowers102_files(meta, locate(meta, root))
-    labels = loadmat(folder / "imagelabels.mat", squeeze_me=True)["labels"]
-    ids = loadmat(folder / "setid.mat", squeeze_me=True)
-    files = lambda key: [folder / "jpg" / f"image_{int(i):05d}.jpg" for i in ids[key]]
-    y = lambda key: _labels([int(labels[int(i) - 1]) - 1 for i in ids[key]])
-    train = files("trnid") + files("valid")
-    return _decode(train, meta), torch.cat([y("trnid"), y("valid")]), _decode(files("tstid"), meta), y("tstid")
-
-
-def _decode(files, meta=None) -> torch.Tensor:
-    """Images → uint8 N×3×119×119 (RGB, resized once here to keep the cache small).
-
-    Raises DatasetIncomplete naming the first file that is missing or cannot be decoded. Shows a tqdm bar
-    when ``DECODE_PROGRESS`` is set (``asym-data prepare`` in a terminal, one dataset at a time)."""
-    from PIL import Image, UnidentifiedImageError
-    from tqdm import tqdm
-    out = torch.empty(len(files), 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
-    bar = tqdm(files, desc=f"decode {meta.name if meta is not None else ''}", unit="img", leave=False,
-               disable=not DECODE_PROGRESS)
-    for i, f in enumerate(bar):
-        try:
-            with Image.open(f) as im:
-                im = im.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
-        except (OSError, UnidentifiedImageError, SyntaxError) as e:
-            name = f"dataset {meta.name!r}: " if meta is not None else ""
-            raise DatasetIncomplete(f"{name}unreadable image {f} ({type(e).__name__}: {e})") from None
-        out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-    return out
-
-
-def _sample_per_class(meta, folder: Path, seed: int, per_class):
-    train, ytr, test, yte = split_per_class(_class_tree(meta, folder), per_class, seed, meta.name, folder)
-    return _decode(train, meta), torch.tensor(ytr), _decode(test, meta), torch.tensor(yte)
-
-
-def caltech101(meta, root, seed, per_class):
-    return _sample_per_class(meta, locate(meta, root), seed, per_class)
-
-
-def caltech256(meta, root, seed, per_class):
-    return _sample_per_class(meta, locate(meta, root), seed, per_class)
-
-
-def class_folders(meta, root, seed, per_class):
-    return _sample_per_class(meta, locate(meta, root), seed, per_class)
 
 
 def _split_listing(meta, folder: Path):
@@ -304,20 +217,6 @@ def _flowers17_listing(meta, folder: Path):
     return train, test, sorted({y for _, y in train})
 
 
-def _split_tree(meta, folder: Path):
-    train, test, _ = _split_listing(meta, folder)
-    return (_decode([f for f, _ in train], meta), torch.tensor([y for _, y in train]),
-            _decode([f for f, _ in test], meta), torch.tensor([y for _, y in test]))
-
-
-def split_folders(meta, root, seed, per_class):
-    return _split_tree(meta, locate(meta, root))
-
-
-def user_folder(meta, root, seed, per_class):
-    return _split_tree(meta, locate(meta, root))
-
-
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 TIMIT_FEATURES = 1845  # Section 5: 1845-dim features per frame window
 
@@ -348,30 +247,3 @@ def _open_npz(meta, path: Path):
     return z
 
 
-def _npz(meta, path: Path):
-    import zipfile
-    with _open_npz(meta, path) as z:
-        try:
-            return (torch.from_numpy(z["x_train"]).float().flatten(1), _labels(z["y_train"]),
-                    torch.from_numpy(z["x_test"]).float().flatten(1), _labels(z["y_test"]))
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-            raise DatasetIncomplete(f"dataset {meta.name!r}: {path} is damaged ({e})") from None
-
-
-def timit(meta, root, seed, per_class):
-    return _npz(meta, locate(meta, root))
-
-
-def user_npz(meta, root, seed, per_class):
-    return _npz(meta, locate(meta, root))
-
-
-def digits(meta, root, seed, per_class):
-    """scikit-learn's bundled digits: real 8×8 scans, a fixed stratified 70/30 split (seed 0)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    d = load_digits()
-    x = torch.from_numpy(d.images).float()[:, None] / 16.0
-    y = torch.from_numpy(d.target).long()
-    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=0.3, stratify=d.target, random_state=0)
-    return x[idx_train], y[idx_train], x[idx_test], y[idx_test]
