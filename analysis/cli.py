@@ -47,6 +47,8 @@ def log_target(a, runs) -> str | None:
                                 runs["protocol_hash"].iloc[0])
     except (tracking.AccessError, pages.NoSweepRun) as e:
         fail(str(e), 2)
+    except Exception as e:  # unreachable server, unreadable database
+        fail(f"cannot read MLflow at {tracking.resolve_uri(a.tracking_uri)}: {str(e).splitlines()[0][:200]}")
 
 
 def log_to_mlflow(a, run_id: str, cells_list, line: str, runs, report) -> None:

@@ -553,7 +553,10 @@ def test_figures_raise_no_pandas_deprecation_warning(runs, store, tmp_path):
         for category in (DeprecationWarning, FutureWarning):
             warnings.filterwarnings("error", category=category, module=r"asym\.analysis\.figures")
         figures.learning_curves(store, tracking.DEFAULT_EXPERIMENT, runs, "MNIST", ["SGD", "BN", "uSF"], tmp_path)
-        figures.flip_probability(build(TABLES["3"], runs), tmp_path)
+        cells_list = [build(TABLES[k], runs) for k in ("2", "3")]
+        figures.flip_probability(cells_list[1], tmp_path)
+        figures.difference_heatmap(cells_list[0], tmp_path, figures.heatmap_limit(cells_list))
+        figures.robustness(cells_list, tmp_path)
 
 
 def test_report_figures_have_sentences_for_captions(runs, store, tmp_path):

@@ -141,24 +141,19 @@ class AsymSweeper(BasicSweeper):
         subprocesses or SLURM tasks alike) through the environment, so each new run becomes its child."""
         if self._dry_run():
             return None
-        from collections import Counter
-
         from asym import tracking
         from asym.launcher import plan
-        sweep = self.config.hydra.runtime.choices.get("sweep")
-        protocol = Counter(e["protocol_hash"] for e in entries).most_common(1)[0][0]
-        tables = sorted({t for e in entries for t in e["tables"]})
+        title = self._sweep_title(self.config.hydra.runtime.choices.get("sweep"), arguments)
         OmegaConf.save(OmegaConf.create({"overrides": arguments, "sweeper_params": self._parse_config()}),
                        sweep_dir / "overrides.yaml")
-        note = (f"Sweep {'+sweep=' + sweep if sweep else ' '.join(arguments)}: {len(entries)} runs feeding table(s) "
-                f"{', '.join(tables)}, in {sweep_dir}. Its new runs are its children; its artifacts hold its plan "
-                f"(runs.json), overrides and, once it ends, its tables (tables/tables.html, .csv, .md) and "
-                f"report.html. Regenerate them: asym-report --log-to-mlflow RUN_ID (this run's id).")
+        note = (f"Sweep {title}: {len(entries)} runs for table(s) {', '.join(self._tables(entries))}, in {sweep_dir}. "
+                "Its new runs are its children; its artifacts hold its plan (runs.json), overrides and, once it ends, "
+                "its tables (tables/tables.html, .csv, .md) and report.html. Regenerate them: asym-report "
+                "--log-to-mlflow RUN_ID (this run's id).")
         try:
             run_id = tracking.start_sweep_run(
-                self.config.tracking.uri, self.config.tracking.experiment,
-                f"{self._sweep_title(sweep, arguments)} · {len(entries)} runs",
-                {tracking.PROTOCOL_TAG: protocol, tracking.NOTE_TAG: note},  # no "tables" tag: that filter lists runs
+                self.config.tracking.uri, self.config.tracking.experiment, f"{title} · {len(entries)} runs",
+                {tracking.PROTOCOL_TAG: self._protocol(entries), tracking.NOTE_TAG: note},  # no "tables": that filter is runs
                 [sweep_dir / plan.PLAN_FILE, sweep_dir / "overrides.yaml", sweep_dir / "multirun.yaml"])
         except Exception as e:  # the runs still run; they keep their records for asym-sync
             log.warning("MLflow unreachable (%s): the sweep has no MLflow run", str(e).splitlines()[0][:200])
@@ -187,12 +182,8 @@ class AsymSweeper(BasicSweeper):
             return
         try:
             if entries is not None:
-                from collections import Counter
-
                 from asym.analysis.report import publish_sweep
-                tables = list(self.config.get("tables") or sorted({t for e in entries for t in e["tables"]}))
-                publish_sweep(self.config, run_id, tables, Counter(e["protocol_hash"] for e in entries).most_common(1)[0][0],
-                              entries)
+                publish_sweep(self.config, run_id, self._tables(entries), self._protocol(entries), entries)
             tracking.end_sweep_run(self.config.tracking.uri, run_id, status)
         except Exception as e:
             log.warning("could not finish the sweep's MLflow run %s (%s); asym-report --log-to-mlflow %s logs its "
@@ -206,12 +197,19 @@ class AsymSweeper(BasicSweeper):
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
-    def _print_tables(self, entries: List[dict]) -> None:
-        # the sweep file's tables, else every table the sweep's runs feed (an ad-hoc ``-m model=…`` sweep too)
-        tables = list(self.config.get("tables") or sorted({t for e in entries for t in e["tables"]}))
-        if tables:
-            from collections import Counter
+    def _tables(self, entries: List[dict]) -> List[str]:
+        """The sweep file's tables, else every table the sweep's runs feed (an ad-hoc ``-m model=…`` sweep too)."""
+        return list(self.config.get("tables") or sorted({t for e in entries for t in e["tables"]}))
 
+    @staticmethod
+    def _protocol(entries: List[dict]) -> Optional[str]:
+        """This sweep's protocol: the protocol hash most of its runs have."""
+        from collections import Counter
+        mine = Counter(e["protocol_hash"] for e in entries).most_common(1)
+        return mine[0][0] if mine else None
+
+    def _print_tables(self, entries: List[dict]) -> None:
+        tables = self._tables(entries)
+        if tables:
             from asym.analysis.render import print_sweep_tables
-            mine = Counter(e["protocol_hash"] for e in entries).most_common(1)  # this sweep's protocol
-            print_sweep_tables(self.config, tables, mine[0][0] if mine else None)
+            print_sweep_tables(self.config, tables, self._protocol(entries))
