@@ -78,7 +78,7 @@ def sh(cwd, *args, timeout=600, env=None):
 def readme_ui() -> tuple[str, str]:
     """The README's ``mlflow ui`` command for the local store and the address it says to open."""
     for line in (ROOT / "README.md").read_text().splitlines():
-        m = re.match(r"\s*(mlflow ui --backend-store-uri sqlite:///mlflow\.db)\s+#.*?(http://127\.0\.0\.1:5000/\S+)", line)
+        m = re.match(r"\s*(mlflow ui --backend-store-uri sqlite:///mlflow\.db)\s+#.*?(http://127\.0\.0\.1:5000\S*)", line)
         if m:
             return m.group(1), m.group(2)
     raise AssertionError("the README has no 'mlflow ui --backend-store-uri sqlite:///mlflow.db  # … http://…' line")
@@ -130,13 +130,15 @@ def study(tmp_path_factory):
     run, shared — and BN), then one run outside any sweep (brSF+BN+BM). Returns the folder and the sweep runs."""
     cwd = tmp_path_factory.mktemp("study")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI" and k != tracking.SWEEP_RUN_ENV}
+    env = {k: v for k, v in env.items() if k not in ("MLFLOW_TRACKING_URI", "ASYM_SWEEP_RUN_ID")}
     for args in (["-m", "model=SGD,frSF+BN+BM", "lr_mult=100"], ["-m", "model=SGD,BN", "lr_mult=100"],
                  ["model=brSF+BN+BM", "lr_mult=100"]):
         res = sh(cwd, "asym-train", *args, *RUN, env=env)
         assert res.returncode == 0, res.stderr[-3000:]
     uri = f"sqlite:///{cwd}/mlflow.db"  # what the README's default (sqlite:///mlflow.db) means there
-    sweeps = list(reversed(tracking.sweep_runs(uri, tracking.DEFAULT_EXPERIMENT)))  # oldest first
+    c = tracking.client(uri)
+    sweeps = c.search_runs([c.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id],
+                           "tags.`asym.kind` = 'sweep'", order_by=["attributes.start_time ASC"])  # oldest first
     return cwd, sweeps, env, uri
 
 
@@ -192,11 +194,11 @@ def test_the_readme_link_opens_on_the_runs_and_the_sweep_shows_its_tables(study,
     cwd, sweeps, _, uri = study
     command, link = readme_ui()
     exp_id = tracking.client(uri).get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id
-    assert f"/#/experiments/{exp_id}/" in link  # the README's experiment is the study's in a fresh mlflow.db
     with mlflow_ui(command, cwd) as port, fresh_browser(chromium) as browser:
         page = browser.new_page()
-        page.goto(link.replace(":5000/", f":{port}/"))
+        page.goto(link.replace(":5000", f":{port}"))
         page.get_by_role("columnheader", name="Run Name").first.wait_for(timeout=120_000)
+        assert f"/#/experiments/{exp_id}/" in page.url  # the README's experiment is the study's in a fresh mlflow.db
         for sweep in sweeps:
             page.get_by_text(sweep.info.run_name, exact=True).first.wait_for(timeout=60_000)
         assert "/overview" not in page.url and "workflowType=genai" not in page.url, page.url
