@@ -5,7 +5,7 @@ import sys
 import pytest
 
 TORCH_FREE = ["asym", "asym.labels", "asym.archs", "asym.protocol", "asym.data", "asym.data.sources",
-              "asym.data.cli"]
+              "asym.data.cli", "asym.data.scan", "asym.data.manifest", "asym.data.images"]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)

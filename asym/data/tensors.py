@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..archs import input_shape
-from ..files import write_atomic
-from . import CLASS_PROTOCOLS, DatasetMissing, cache_path, info, readers
+from ..files import write_atomic, write_json
+from . import CLASS_PROTOCOLS, DatasetMissing, cache_entries, cache_path, identity, info, readers
 
 log = logging.getLogger("asym.data")
 
@@ -41,6 +41,7 @@ class TensorData:
     x_holdout: Optional[torch.Tensor] = None
     y_holdout: Optional[torch.Tensor] = None
     holdout: Optional[dict] = None   # what ``hold_out`` recorded: size, fraction, data_seed, digest
+    record: Optional[dict] = None    # what ``load`` recorded: identity, files, key, test_in_train, duplicates…
 
     def to(self, device) -> "TensorData":
         move = (lambda t: None if t is None else t.to(device))
@@ -121,7 +122,7 @@ def _read_cache(path: Path, name: str, mmap: bool = False, seed: int = 0) -> Ten
     try:
         d = torch.load(path, weights_only=True, mmap=mmap)
         return TensorData(name, d["arch"], d["num_classes"], d["x_train"], d["y_train"], d["x_test"], d["y_test"],
-                          seed)
+                          seed, record=dict(d.get("record", {})))
     except FileNotFoundError:
         return None
     except (RuntimeError, KeyError, EOFError, zipfile.BadZipFile, OSError) as e:  # damaged: rebuild it
@@ -133,26 +134,49 @@ def load(name: str, root: str | Path = "data", seed: int = 0, download: bool = F
          cache: str | Path | None = None) -> TensorData:
     """Decode, resize and normalise ``name`` once; later calls read the cached tensors.
 
-    Raises DatasetMissing (nothing at ``root``) or DatasetIncomplete (its files cannot satisfy the protocol),
-    each as one line. The cache file appears atomically: a concurrent reader sees all of it or none.
+    The cache is keyed by the dataset's content identity (``asym.data.identity``, protocol decision 18): a
+    changed file is a new entry, decoded again, and one log line says so. Every file is decoded or the dataset
+    is refused (protocol decisions 16–17). Raises DatasetMissing (nothing at ``root``) or DatasetIncomplete
+    (its files cannot satisfy the protocol, or one cannot be decoded), each as one line. The cache file appears
+    atomically: a concurrent reader sees all of it or none. ``TensorData.record`` says what was trained on:
+    identity, files, test images also in training, duplicates collapsed (``asym.tracking`` logs it).
     """
     meta = info(name)
     root = Path(root).expanduser()
-    path = cache_path(name, root, seed, cache)
-    if path.exists() and (d := _read_cache(path, name, seed=seed)) is not None:
-        return d
-    if download and meta.fetch and meta.reader != "digits":
+    if download and meta.fetch and meta.reader != "digits":  # fetches only what is not installed yet
         from . import remote
         try:
             remote.fetch(name, root)
         except remote.DownloadError as e:  # one line for asym-train, like a missing dataset
             raise DatasetMissing(f"dataset {name!r}: download failed: {e}") from None
+    ident = identity(name, root)
+    path = cache_path(name, root, seed, cache, ident)
+    if path.exists() and (d := _read_cache(path, name, seed=seed)) is not None:
+        log.info("dataset %s: identity %s (%d files), prepared cache %s", name, ident.short, ident.files, path)
+        return d
+    older = {short for p, short in cache_entries(name, cache).items() if p != path} - {ident.short}
+    if older - {""}:
+        log.info("dataset %s: its files changed since its cache was built (identity %s, cache built from %s): "
+                 "decoding again", name, ident.short, ", ".join(sorted(older - {""})))
+    elif older:
+        log.info("dataset %s: its cache predates content identities (identity %s now): decoding again, once",
+                 name, ident.short)
     reader = getattr(readers, meta.reader)
     per_class = CLASS_PROTOCOLS.get(name)
-    xtr, ytr, xte, yte = reader(meta, root, seed=seed, per_class=per_class)
+    xtr, ytr, xte, yte, notes = reader(meta, root, seed=seed, per_class=per_class)
     num_classes = per_class[0] if per_class else meta.num_classes or int(torch.cat([ytr, yte]).max()) + 1
     arch = meta.arch
     xtr, xte = prepare(xtr, xte, arch)
-    d = dict(arch=arch, num_classes=num_classes, x_train=xtr, y_train=ytr.long(), x_test=xte, y_test=yte.long())
+    record = {"identity": ident.digest, "files": ident.files, "key": path.stem, **notes}
+    if notes.get("test_in_train"):
+        log.warning("dataset %s: %d test images also occur in its training split (the dataset's own split; "
+                    "recorded on every run)", name, notes["test_in_train"])
+    if notes.get("duplicates_collapsed"):
+        log.info("dataset %s: %d exact duplicate images collapsed before the split (%d across classes)", name,
+                 notes["duplicates_collapsed"], notes.get("duplicates_across_classes", 0))
+    d = dict(arch=arch, num_classes=num_classes, x_train=xtr, y_train=ytr.long(), x_test=xte, y_test=yte.long(),
+             record=record)
     write_atomic(path, lambda tmp: torch.save(d, tmp))  # concurrent runs never read half a file
-    return TensorData(name, arch, num_classes, xtr, ytr.long(), xte, yte.long(), seed)
+    write_json(path.with_suffix(".json"), {**record, "train": len(ytr), "test": len(yte), "classes": num_classes})
+    log.info("dataset %s: identity %s (%d files) prepared into %s", name, ident.short, ident.files, path)
+    return TensorData(name, arch, num_classes, xtr, ytr.long(), xte, yte.long(), seed, record=record)

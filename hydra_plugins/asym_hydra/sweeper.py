@@ -4,8 +4,10 @@ On top of ``BasicSweeper`` (see ``asym.launcher.plan``):
 - ``only_for_models`` drops combinations that do not exist (``procedure=large_batch`` only for ``uSF+BM``,
   ``freeze=bottom|top`` only for Exp. C2's models) and identical runs are launched once (``BM1`` is ``BM``).
 - ``seeds=K`` repeats every run with seed 0 … K-1 (``plan.expand_seeds``), each its own run;
-- every run is validated and every dataset found on disk before anything is launched or queued;
-  the plan is written to ``<sweep dir>/runs.json`` for ``asym-status``.
+- every job is checked on its config as Hydra composes it, and every dataset found on disk, before anything
+  is written, launched or queued (one ``error:`` line otherwise); a sweep over sweep files
+  (``+sweep=glob(table*)``) is the union of their grids; the plan is written to ``<sweep dir>/runs.json``
+  for ``asym-status``.
 - in-process, jobs run one at a time under a progress bar; other launchers get one batch.
 - failed jobs do not stop the sweep; they are counted and the sweep exits non-zero (hydra #1928).
 - at the end, the tables named by the ``tables`` config key are printed.
@@ -17,13 +19,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 # Hydra's default sweeper has no public import path; we extend it for its override splitting and batching
 # rather than copy them (pinned by test_private_apis_we_rely_on_still_exist).
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
@@ -49,19 +50,11 @@ class AsymSweeper(BasicSweeper):
         self.only_for_models = dict(only_for_models or {})
 
     def sweep(self, arguments: List[str]) -> Any:
-        from asym.data import DatasetMissing
         from asym.launcher import plan
         from asym.launcher.progress import RunsProgress
         from asym.launcher.slurm import DRY_RUN, LaunchError
 
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides(self._parse_config() + list(arguments))
-        jobs = plan.select_jobs(BasicSweeper.split_arguments(overrides, None)[0], self.only_for_models)
-        try:
-            jobs = plan.expand_seeds(jobs, self.config.seeds)
-            entries = plan.plan(self.config, jobs, self._job_config)
-        except (ValueError, DatasetMissing) as e:
-            self._fail(str(e))
+        jobs, entries = self._planned(arguments)
         self._check_tracking_access()
         try:  # the launcher's settings (SLURM: runs_per_task), before the sweep directory is written
             getattr(self.launcher, "check", lambda: None)()
@@ -79,7 +72,6 @@ class AsymSweeper(BasicSweeper):
         size = self.max_batch_size or (1 if in_process else len(jobs))
         log.info("sweep: %d runs in %d jobs (%s), plan in %s", len(entries), len(jobs), "one at a time" if in_process
                  else type(self.launcher).__name__, sweep_dir / plan.PLAN_FILE)
-        self.validate_batch_is_legal(jobs)
         unit = "run groups" if len(jobs) < len(entries) else "runs"
         progress = RunsProgress(len(jobs), unit=unit) if in_process else None
         returns, failed, queued = [], [], 0
@@ -113,6 +105,27 @@ class AsymSweeper(BasicSweeper):
                 log.error("failed: %s: %s", job, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise HydraException(f"{len(failed)} of {len(jobs)} {unit} failed (see above)")
         return returns
+
+    # --- validation: the whole sweep checked before anything is written, queued or launched ---------------------
+
+    def _planned(self, arguments: List[str]) -> Tuple[List[List[str]], List[dict]]:
+        """The sweep's jobs (Hydra's parse and split of the sweep file's params and the command line) and their
+        plan, every job checked on its composed config and every dataset found; one ``error:`` line and exit 2
+        otherwise, before anything exists. Replaces ``validate_batch_is_legal`` (a full composition per job:
+        minutes for the paper's 2,700 runs) with ``plan.plan``'s per-job check on Hydra's composition."""
+        from omegaconf.errors import OmegaConfBaseException
+
+        from asym.data import DatasetMissing
+        from asym.launcher import plan
+        from asym.overrides import explain
+        try:
+            jobs = plan.sweep_jobs(self.config, list(arguments), self.hydra_context.config_loader)
+            entries = plan.plan(self.config, jobs, self._job_config)
+        except (ValueError, DatasetMissing) as e:
+            self._fail(str(e))
+        except (HydraException, OmegaConfBaseException) as e:
+            self._fail(explain(e, list(arguments)))
+        return [e["overrides"] for e in entries], entries
 
     def _check_tracking_access(self) -> None:
         """Before the sweep directory exists and anything is queued: the server takes these credentials for writing."""
@@ -164,13 +177,13 @@ class AsymSweeper(BasicSweeper):
                  tracking.experiment_url(self.config.tracking.uri, exp_id))
         return run_id
 
-    @staticmethod
-    def _sweep_title(sweep: Optional[str], arguments: List[str]) -> str:
+    def _sweep_title(self, sweep: Optional[str], arguments: List[str]) -> str:
         """What tells this sweep from others, for its run's name: its sweep file, else its swept overrides (as Hydra
         parses them), else all its overrides."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
         if sweep:
             return f"+sweep={sweep}"
-        parsed = OverridesParser.create().parse_overrides(arguments)
+        parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(arguments)
         return " ".join(o.input_line for o in parsed if o.is_sweep_override()) or " ".join(arguments) or "sweep"
 
     def _end_sweep_run(self, run_id: Optional[str], status: str, entries: Optional[List[dict]] = None) -> None:
