@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
-import html as html_lib
 import sys
 from pathlib import Path
 
@@ -12,7 +10,7 @@ from asym.files import write_atomic
 from asym.protocol import SELECTIONS
 from asym.study import table_keys
 
-from . import claims, render
+from . import claims
 from .render import render_tables, use_color
 from .tables import build_all, load_runs, select_protocol
 
@@ -34,6 +32,37 @@ def read_runs(uri: str | None, experiment: str):
         fail(str(e), 2)
     except Exception as e:  # unreachable server, unreadable database
         fail(f"cannot read MLflow at {tracking.resolve_uri(uri)}: {str(e).splitlines()[0][:200]}")
+
+
+LOG_HELP = ("also log the tables (HTML, CSV, Markdown; asym-report: the report) as artifacts of a sweep's MLflow run: "
+            "RUN_ID, or by default the newest sweep run of the tables' protocol")
+
+
+def log_target(a, runs) -> str | None:
+    """The sweep run ``--log-to-mlflow`` names, checked before anything is written (one line, exit 2), or None."""
+    if a.log_to_mlflow is None:
+        return None
+    from . import report as pages  # imports matplotlib (a second or more): only to draw or log, never for a table
+    try:
+        tracking.check_access(a.tracking_uri, a.experiment, write=True)
+        return pages.target_run(a.tracking_uri, a.experiment, a.log_to_mlflow or None,
+                                runs["protocol_hash"].iloc[0])
+    except (tracking.AccessError, pages.NoSweepRun) as e:
+        fail(str(e), 2)
+    except Exception as e:  # unreachable server, unreadable database
+        fail(f"cannot read MLflow at {tracking.resolve_uri(a.tracking_uri)}: {str(e).splitlines()[0][:200]}")
+
+
+def log_to_mlflow(a, run_id: str, cells_list, line: str, runs, report) -> None:
+    from . import report as pages  # imports matplotlib (a second or more): only to draw or log, never for a table
+    try:
+        pages.publish(a.tracking_uri, run_id, cells_list, line, runs, a.experiment, report=report)
+    except Exception as e:  # the server went away between the check and the upload
+        fail(f"cannot log to MLflow run {run_id} at {tracking.resolve_uri(a.tracking_uri)}: "
+             f"{str(e).splitlines()[0][:200]}")
+    print(f"{'asym-report' if report else 'asym-tables'}: logged to MLflow run {run_id} "
+          f"({pages.TABLES_DIR}/{', '.join(pages.TABLE_FILES.values())}" + (f", {pages.REPORT_FILE}" if report else "")
+          + ")", file=sys.stderr)
 
 
 PROTOCOL_HELP = ("whose runs: paper, demo (the conf/train options) or a protocol hash prefix; default: the protocol "
@@ -59,6 +88,7 @@ def tables(argv: list[str] | None = None) -> None:
     ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
     ap.add_argument("--color", default="auto", choices=("auto", "always", "never"), help="terminal colours")
     ap.add_argument("--protocol", default=None, help=PROTOCOL_HELP)
+    ap.add_argument("--log-to-mlflow", nargs="?", const="", default=None, metavar="RUN_ID", help=LOG_HELP)
     ap.add_argument("--claims", action="store_true",
                     help="instead of tables: each of the paper's conclusions checked on our cells and on the paper's "
                          "(supported / contradicted / not enough cells), as text")
@@ -70,7 +100,10 @@ def tables(argv: list[str] | None = None) -> None:
     except ValueError as e:
         fail(str(e), 2)
     runs, line = one_protocol(read_runs(a.tracking_uri, a.experiment), a.protocol)
+    target = log_target(a, runs)
     cells_list = build_all(runs, keys, line)
+    if target:
+        log_to_mlflow(a, target, cells_list, line, runs, report=False)
     if a.claims:
         text = claims.report({c.spec.key: c for c in cells_list}, SELECTIONS[cells_list[0].select_on])
     else:
@@ -92,33 +125,14 @@ def report(argv: list[str] | None = None) -> None:
     ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
     ap.add_argument("--curves", default=None, help="dataset row for the learning curves (default: the first row)")
     ap.add_argument("--protocol", default=None, help=PROTOCOL_HELP)
+    ap.add_argument("--log-to-mlflow", nargs="?", const="", default=None, metavar="RUN_ID", help=LOG_HELP)
     a = ap.parse_args(argv)
-    from . import figures  # matplotlib takes a second or more to import: only the report draws, asym-tables never
+    from . import report as pages  # imports matplotlib (a second or more): only to draw or log, never for a table
     runs, line = one_protocol(read_runs(a.tracking_uri, a.experiment), a.protocol)
+    target = log_target(a, runs)
     cells_list = build_all(runs, table_keys("all"), line)
-    fig_dir = a.out.with_name(a.out.stem + "_figures")
-    paths = figures.flip_probability(cells_list[1], fig_dir)
-    row = a.curves or cells_list[0].value.index[0]
-    paths += figures.learning_curves(a.tracking_uri, a.experiment, runs, row, None, fig_dir)
-    for c in cells_list:
-        paths += figures.difference_heatmap(c, fig_dir)
-    if any(c.multi_seed for c in cells_list):
-        paths += figures.robustness(cells_list, fig_dir)
-    body = []
-    body.append(f"<p>{html_lib.escape(line)}</p>")
-    for c in cells_list:
-        body.append(f"<h2>{html_lib.escape(c.title)}</h2>")
-        body.append(render.html(c, compare_paper=True))
-    body.append("<h2>The paper's conclusions as checks</h2>")
-    checks = claims.report({c.spec.key: c for c in cells_list}, SELECTIONS[cells_list[0].select_on])
-    body.append(f'<pre style="white-space: pre-wrap">{html_lib.escape(checks)}</pre>')
-    body.append("<h2>Figures</h2>")
-    for p in paths:
-        if p.suffix == ".png":  # embedded, so the page stands alone; PNG and SVG files sit beside it
-            data = base64.b64encode(p.read_bytes()).decode()
-            stem = html_lib.escape(p.stem)
-            body.append(f'<figure><img alt="{stem}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{stem}</figcaption></figure>")
-    page = render.html_page("Weight symmetry in backpropagation: our runs vs the paper", "\n".join(body))
-    write_atomic(a.out, lambda p: p.write_text(page, encoding="utf-8"))
-    print(f"asym-report: wrote {a.out} and {len(paths)} figure files in {fig_dir}")
+    plots = pages.write_report(cells_list, line, runs, a.tracking_uri, a.experiment, a.out, a.curves)
+    print(f"asym-report: wrote {a.out} and {sum(len(p.paths) for p in plots)} figure files in "
+          f"{a.out.with_name(a.out.stem + '_figures')}")
+    if target:
+        log_to_mlflow(a, target, cells_list, line, runs, report=a.out)

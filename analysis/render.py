@@ -1,7 +1,8 @@
 """Renderers for ``Cells``: terminal (ANSI, ≤ 120 columns), HTML and LaTeX (pandas Styler), Markdown, CSV.
 
 Every renderer shows the same thing: the value to two decimals, ``—`` for a missing cell, ``†`` after a
-cell whose best run diverged, ``*`` after a cell still missing some of its runs, yellow/blue highlighting.
+cell whose best run diverged, ``*`` after a cell still missing some of its runs, yellow/blue highlighting —
+in plain text (no colour: a pipe, a log file, ``NO_COLOR``) as a ``▲``/``▼`` after the cell, named in the legend.
 With several seeds a cell reads ``mean ± std (n)`` and ``?`` marks a colour that is not robust over seeds
 (``Cells.fragile``); one seed reads as the paper's tables do. With ``compare`` the paper's numbers and the
 difference sit next to ours.
@@ -24,16 +25,41 @@ from .tables import BETTER, COMPARE_ROW, WORSE, Cells, build_all, compare, load_
 YELLOW, BLUE = "#ffeb3b", "#64b5f6"
 ANSI = {WORSE: "\033[30;43m", BETTER: "\033[30;46m"}
 RESET = "\033[0m"
-LEGEND = "yellow: ≥ 3 pp worse than SGD; blue: ≥ 3 pp better; — no run; † best run diverged; * some runs missing"
-SEEDS_LEGEND = ("mean ± std (n seeds), coloured by the means; ? the colour is not robust: some seed's cell "
-                "against that seed's SGD takes another colour, or the coloured mean is within 2 standard errors "
-                "of SGD's")
+MARK = {WORSE: "▲", BETTER: "▼"}  # the highlight in plain text: error up (worse), error down (better)
+# the legend, phrase by phrase (a line breaks between phrases, never inside one)
+HIGHLIGHT_LEGEND = {True: ("yellow: ≥ 3 pp worse than SGD", "blue: ≥ 3 pp better"),
+                    False: (f"{MARK[WORSE]} ≥ 3 pp worse than SGD (yellow)", f"{MARK[BETTER]} ≥ 3 pp better (blue)")}
+MARKS_LEGEND = ("— no run", "† best run diverged", "* some runs missing")
+SEEDS_LEGEND = ("mean ± std (n seeds), coloured by the means",
+                "? the colour is not robust: some seed's cell against that seed's SGD takes another colour, "
+                "or the coloured mean is within 2 standard errors of SGD's")
 FRAGILE = "?"
 WIDTH = 120
 
 
-def legend(cells: Cells) -> str:
-    return LEGEND + ("; " + SEEDS_LEGEND if cells.multi_seed else "")
+def legend_phrases(cells: Cells, color: bool = True) -> list[str]:
+    """What the table shows, phrase by phrase: the highlight as shown (colour, or ``▲``/``▼`` without it), the marks,
+    and with several seeds how a cell reads."""
+    return [*HIGHLIGHT_LEGEND[color], *MARKS_LEGEND, *(SEEDS_LEGEND if cells.multi_seed else ())]
+
+
+def legend(cells: Cells, color: bool = True) -> str:
+    return "; ".join(legend_phrases(cells, color))
+
+
+def wrap_phrases(phrases: list[str], width: int, sep: str = "; ") -> list[str]:
+    """``phrases`` joined by ``sep`` into lines of at most ``width`` characters, breaking only between phrases
+    (a phrase longer than a line is wrapped at its words, alone on its lines)."""
+    lines: list[str] = []
+    for i, phrase in enumerate(phrases):
+        piece = phrase + (sep.rstrip() if i < len(phrases) - 1 else "")
+        if lines and len(lines[-1]) + 1 + len(piece) <= width:
+            lines[-1] += " " + piece
+        elif len(piece) <= width:
+            lines.append(piece)
+        else:
+            lines += textwrap.wrap(piece, width)
+    return lines
 
 
 def fmt(value: float, diverged: bool = False, partial: bool = False, std: float = math.nan, n: int = 1,
@@ -51,10 +77,13 @@ def fmt_diff(value: float) -> str:
     return "" if value is None or math.isnan(value) else f"{value:+.2f}"
 
 
-def text_cells(cells: Cells) -> pd.DataFrame:
+def text_cells(cells: Cells, marks: bool = False) -> pd.DataFrame:
+    """Every cell as text; ``marks``: followed by its highlight's ``▲``/``▼`` (where there is no colour)."""
     spread, fragile = cells.multi_seed, cells.fragile()
+    classes = cells.classes() if marks else None
     return pd.DataFrame([[fmt(cells.value.iat[i, j], cells.diverged.iat[i, j], cells.partial.iat[i, j],
                               cells.std.iat[i, j], int(cells.n.iat[i, j]), fragile.iat[i, j], spread)
+                          + (MARK.get(classes.iat[i, j], "") if marks else "")
                           for j in range(cells.value.shape[1])] for i in range(cells.value.shape[0])],
                         index=cells.value.index, columns=cells.value.columns)
 
@@ -63,8 +92,9 @@ def text_cells(cells: Cells) -> pd.DataFrame:
 
 
 def terminal(cells: Cells, compare_paper: bool = False, color: bool = True, width: int = WIDTH) -> str:
-    """A fixed-width grid; columns wrap into blocks so no line exceeds ``width``."""
-    text, classes = text_cells(cells), cells.classes()
+    """A fixed-width grid; columns wrap into blocks so no line exceeds ``width``. Highlighted cells are coloured,
+    or without ``color`` followed by ``▲`` (worse) / ``▼`` (better); the legend says which."""
+    text, classes = text_cells(cells, marks=not color), cells.classes()
     rows: list[tuple[str, list[str], list[str]]] = []   # (label, cells, highlight classes)
     paper = cells.paper() if compare_paper else None
     paper_classes = cells.classes(paper) if compare_paper else None
@@ -73,7 +103,8 @@ def terminal(cells: Cells, compare_paper: bool = False, color: bool = True, widt
         if compare_paper:
             ref = paper.iloc[r]
             stand_in = COMPARE_ROW.get(name)
-            rows.append(("  paper" + (f" ({stand_in})" if stand_in else ""), [fmt(v) for v in ref],
+            rows.append(("  paper" + (f" ({stand_in})" if stand_in else ""),
+                         [fmt(v) + ("" if color else MARK.get(c, "")) for v, c in zip(ref, paper_classes.iloc[r])],
                          list(paper_classes.iloc[r])))
             rows.append(("  ours − paper", [fmt_diff(v) for v in cells.value.iloc[r] - ref], [""] * len(ref)))
     label_w = max([len(r[0]) for r in rows] + [len("dataset")]) + 1
@@ -97,8 +128,12 @@ def terminal(cells: Cells, compare_paper: bool = False, color: bool = True, widt
             lines.append(label.ljust(label_w) + "".join(
                 " " * (col_w[j] - len(vals[j]) - 1) + paint(" " + vals[j], cls[j]) for j in block))
         lines.append("")
-    lines.append(textwrap.fill(f"{cells.summary()}. {legend(cells)}", width))
+    lines.append(cells.summary() + ".")
+    lines += wrap_phrases(legend_phrases(cells, color), width)
     if compare_paper:
+        stand_ins = [f"{name} is compared with the paper's {COMPARE_ROW[name]} row (the same network): a stand-in, "
+                     "not a reproduction" for name in cells.value.index if name in COMPARE_ROW]
+        lines += [textwrap.fill(line, width) for line in stand_ins]
         lines.append(textwrap.fill(compare(cells).line(), width))
     return "\n".join(lines)
 
@@ -110,26 +145,48 @@ def _css(cls: str) -> str:
     return {WORSE: f"background-color: {YELLOW}", BETTER: f"background-color: {BLUE}"}.get(cls, "")
 
 
+def headed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with "dataset" on the column header's row (pandas renders an index name as a row of its own, empty
+    but for that word, in HTML and LaTeX alike)."""
+    return frame.rename_axis(index=None, columns="dataset")
+
+
+def paper_rows(index: pd.Index) -> list[str]:
+    """The paper's row labels beside ours: the paper's own name where it stands in for ours (``COMPARE_ROW``)."""
+    return [f"{COMPARE_ROW[r]} (stands in for {r})" if r in COMPARE_ROW else str(r) for r in index]
+
+
+def stand_in_note(cells: Cells) -> str:
+    """One sentence per row the paper lacks and compares with another row, or ``""``."""
+    return " ".join(f"The paper has no {r} row: its {COMPARE_ROW[r]} numbers (the same network) stand in for it, "
+                    "a stand-in, not a reproduction." for r in cells.value.index if r in COMPARE_ROW)
+
+
 def styler(cells: Cells, values: pd.DataFrame | None = None, caption: str | None = None):
     """A pandas Styler of ``values`` (default: ours) coloured by its own SGD column; every label and cell
-    HTML-escaped (a user's dataset may be called ``a<b>&c``)."""
+    HTML-escaped (a user's dataset may be called ``a<b>&c``). ``caption=""``: none (a page with the title as its
+    heading); the paper's rows are labelled by the paper's own names (``paper_rows``)."""
     values = cells.value if values is None else values
     ours = values is cells.value
     classes = cells.classes(values)
-    shown = text_cells(cells) if ours else values.map(fmt)
-    return (shown.style.apply(lambda _: classes.map(_css), axis=None)
-            .format(escape="html").format_index(escape="html", axis=0).format_index(escape="html", axis=1)
-            .set_caption(html_lib.escape(caption or cells.title, quote=False)))
+    shown = text_cells(cells) if ours else values.map(fmt).set_axis(paper_rows(values.index))
+    st = (headed(shown).style.apply(lambda _: headed(classes.set_axis(shown.index)).map(_css), axis=None)
+          .format(escape="html").format_index(escape="html", axis=0).format_index(escape="html", axis=1))
+    caption = cells.title if caption is None else caption
+    return st.set_caption(html_lib.escape(caption, quote=False)) if caption else st
 
 
-def html(cells: Cells, compare_paper: bool = False) -> str:
-    """An HTML fragment: the table (and the paper's, the difference and the agreement line)."""
-    parts = [styler(cells).set_table_attributes('class="asym-table"').to_html(),
-             f"<p>{html_lib.escape(cells.summary())}. {html_lib.escape(legend(cells))}</p>"]
+def html(cells: Cells, compare_paper: bool = False, caption: bool = True) -> str:
+    """An HTML fragment: the table (and the paper's, the difference and the agreement line). ``caption=False``:
+    the table's title is left to the page's heading (it appears once)."""
+    parts = [styler(cells, caption=None if caption else "").set_table_attributes('class="asym-table"').to_html(),
+             f"<p>{html_lib.escape(cells.summary())}. {html_lib.escape(legend(cells))}.</p>"]
     if compare_paper:
         paper = cells.paper()
         parts.append(styler(cells, paper, "The paper's numbers").set_table_attributes('class="asym-table"').to_html())
-        diff = (cells.value - paper).map(fmt_diff)
+        if stand_in_note(cells):
+            parts.append(f'<p class="stand-in">{html_lib.escape(stand_in_note(cells))}</p>')
+        diff = headed((cells.value - paper).map(fmt_diff))
         parts.append(diff.style.format_index(escape="html", axis=0).format_index(escape="html", axis=1)
                      .set_caption("Ours − paper (pp)").set_table_attributes('class="asym-table"').to_html())
         parts.append(f"<p>{html_lib.escape(compare(cells).line())}</p>")
@@ -182,11 +239,12 @@ def latex(cells: Cells, compare_paper: bool = False) -> str:
     """A LaTeX table body (``\\cellcolor`` from xcolor's ``table`` option); every label escaped."""
     def body(values, caption):
         classes = cells.classes(values)
-        shown = text_cells(cells) if values is cells.value else values.map(fmt)
-        shown = shown.map(lambda s: s.replace("—", "--").replace("†", r"$^\dagger$").replace("*", r"$^*$")
+        shown = text_cells(cells) if values is cells.value else values.map(fmt).set_axis(paper_rows(values.index))
+        classes = classes.set_axis(shown.index)
+        shown = headed(shown).map(lambda s: s.replace("—", "--").replace("†", r"$^\dagger$").replace("*", r"$^*$")
                           .replace("±", r"$\pm$"))
         color = lambda cls: {WORSE: "cellcolor:{asymworse};", BETTER: "cellcolor:{asymbetter};"}.get(cls, "")
-        st = (shown.style.apply(lambda _: classes.map(color), axis=None)
+        st = (shown.style.apply(lambda _: headed(classes).map(color), axis=None)
               .format_index(latex_text, axis=0).format_index(latex_text, axis=1))
         return st.to_latex(caption=latex_text(caption), hrules=True,
                            position="h", column_format="l" + "r" * shown.shape[1])
@@ -225,11 +283,12 @@ def markdown(cells: Cells, compare_paper: bool = False) -> str:
         lines.append(f"| {md_text(name)} | " + " | ".join(text.iat[r, j] + MD_MARK.get(classes.iat[r, j], "")
                                                 for j in range(len(cols))) + " |")
         if compare_paper:
-            lines.append("| *paper* | " + " | ".join(fmt(v) for v in paper.iloc[r]) + " |")
+            lines.append(f"| *paper: {md_text(paper_rows([name])[0])}* | " + " | ".join(fmt(v) for v in paper.iloc[r])
+                         + " |")
     lines += ["", f"{cells.summary()}. 🟨 ≥ 3 pp worse than SGD, 🟦 ≥ 3 pp better; † best run diverged; "
                   "* some runs missing." + (f" {SEEDS_LEGEND}." if cells.multi_seed else "")]
     if compare_paper:
-        lines.append(compare(cells).line())
+        lines += [line for line in (stand_in_note(cells), compare(cells).line()) if line]
     return "\n".join(lines) + "\n"
 
 

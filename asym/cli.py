@@ -216,8 +216,18 @@ def load_data(name: str, root: str, seed: int, download: bool, cache: str | None
         from . import data
         _loaded.clear()
         _loaded[key] = data.load(name, root, seed=seed, download=download, cache=cache)
-        log.info("loaded dataset %s from %s", name, root)
+        log.info("loaded dataset %s from %s", name, data_source(name, root))
     return _loaded[key]
+
+
+def data_source(name: str, root: str) -> str:
+    """Where a dataset's files really come from, for the log: scikit-learn's bundled digits are not under
+    ``data.root``; a ``folder:``/``npz:`` dataset is its own path."""
+    from . import data
+    meta = data.info(name)
+    if meta.reader == "digits":
+        return "scikit-learn's bundled copy (sklearn.datasets.load_digits)"
+    return str(Path(meta.source).resolve()) if meta.reader.startswith("user_") else str(Path(root).resolve())
 
 
 def run_one(cfg: DictConfig) -> list[dict]:

@@ -44,6 +44,26 @@ SELECT_ON_TAG = "select_on"  # test | val (train.select_on): how a run's number 
 PROTOCOL_TAG = "protocol_hash"  # runs of one protocol (epochs, schedule, batch…) are the only ones a cell combines
 # status tag (asym.record.RunStatus) → MLflow's run status (else FINISHED)
 MLFLOW_STATUS = {RunStatus.FAILED: "FAILED", RunStatus.INTERRUPTED: "KILLED"}
+# The sweep's own MLflow run (one per asym-train -m): its trained runs are its children (MLflow's parent tag), its
+# artifacts the plan, the overrides and the regenerated tables. Tables and status never count it as a trained run.
+KIND_TAG, SWEEP_KIND = "asym.kind", "sweep"
+PARENT_TAG = "mlflow.parentRunId"   # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID: the UI nests a child under it
+SWEEP_RUN_ENV = "ASYM_SWEEP_RUN_ID"  # set by the sweeper for its jobs (inherited by local and SLURM processes alike)
+# The experiment's kind and description. MLflow 3's UI opens an experiment in its GenAI view unless it is told
+# otherwise; the kind is the experiment tag its "Model training" selector writes (custom_model_development), and
+# ``workflowType=machine_learning`` the URL parameter of that view (pinned by tests/test_mlflow_ui.py).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_VIEW = "runs?workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves a local store
+EXPERIMENT_NOTE = """\
+Reproduction of Liao, Leibo & Poggio, *How Important Is Weight Symmetry in Backpropagation?* (AAAI 2016). \
+A trained run is one (model, dataset, learning-rate multiplier[, clamp, procedure, seed]); a table cell is the \
+best validation error of a (model, dataset) over its multipliers and epochs.
+
+Each sweep (`asym-train -m`) is a parent run (tag `asym.kind = sweep`, expand it for its runs) whose artifacts hold \
+its plan and overrides and, once it ends, its tables (`tables.html`, `.csv`, `.md`) and `report.html`.
+Regenerate the tables: `asym-tables --compare`, `asym-report --out report.html`; add `--log-to-mlflow` to log \
+them to the newest sweep run. Useful columns: params `model`, `lr_mult`, `dataset`, metric `best_val_error`."""
 SUMMARY_METRICS = (BEST_ERROR, BEST_EPOCH, SELECTED_EPOCH, SELECTED_HOLDOUT_ERROR, SELECTED_ERROR)
 # A run started over from epoch 0 (its run directory deleted, output_root changed, train.restart=true) gets a new
 # MLflow run, never the old one's metric history: the new run names the one it replaces, the old one its successor
@@ -90,17 +110,27 @@ def group_hash(member_hashes: list[str]) -> str:
 
 
 def run_name(run: dict, others=()) -> str:
-    """Readable name shown in the MLflow UI, e.g. ``CIFAR · uSF+BN+BM · lr×10``. The dataset part is its label
-    (``asym.data.labels``) among ``others`` — the (dataset, dataset_id) pairs it must be told apart from."""
+    """Readable name in the MLflow UI, e.g. ``uSF+BN+BM ×10 · CIFAR``: what differs between the runs of one
+    experiment first — the model and the lr multiplier, which a top-level row of the UI's Run Name column shows
+    whole for every demo run (measured in Chromium, tests/test_mlflow_ui.py; docs/mlflow.md) — then the clamp, the
+    procedure and the seed when not the default, and the dataset last (also the UI's Dataset column): its label
+    (``asym.data.labels``) among ``others``, the (dataset, dataset_id) pairs it must be told apart from."""
     key = (run["dataset"], run.get(DATASET_ID_TAG))
-    parts = [labels([key, *others])[key], parse_model(run["model"]).label, f"lr×{float(run['lr_mult']):g}"]
+    parts = [f"{parse_model(run['model']).label} ×{float(run['lr_mult']):g}"]
     if run.get("freeze", "none") != "none":
         parts.append(run["freeze"])
     if run.get("procedure", "standard") != "standard":
         parts.append(run["procedure"])
     if int(run.get("seed", 0)) != 0:  # runs that differ only in their seed must not share a name
         parts.append(f"seed {int(run['seed'])}")
-    return " · ".join(parts)
+    return " · ".join([*parts, labels([key, *others])[key]])
+
+
+def run_params(run: dict) -> dict[str, str]:
+    """The run's own fields as MLflow params (columns in the runs table and in Compare), from the run, not from the
+    job's config: a run group's member logs its own ``lr_mult``, and ``model`` is the canonical label."""
+    return {**{k: str(run[k]) for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
+            "lr_mult": f"{float(run['lr_mult']):g}"}
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -125,24 +155,49 @@ def client(uri: str | None = None):
 
 
 def ensure_experiment(uri: str | None, name: str = DEFAULT_EXPERIMENT) -> str:
-    """Create the experiment once (before workers start: concurrent creation misroutes runs). Raises
-    ``ExperimentDeleted`` for an experiment of that name in MLflow's trash (no run can be created in it)."""
+    """Create the experiment once (before workers start: concurrent creation misroutes runs), with its kind and
+    description (``experiment_tags``); an existing experiment gets those it lacks (a description a user wrote stays).
+    Raises ``ExperimentDeleted`` for an experiment of that name in MLflow's trash (no run can be created in it)."""
     c = client(uri)
     exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            raise ExperimentDeleted(deleted_experiment(resolve_uri(uri), exp))
-        return exp.experiment_id
-    try:
-        return c.create_experiment(name)
-    except Exception:  # another process won the race
-        return c.get_experiment_by_name(name).experiment_id
+    if exp is None:
+        try:
+            return c.create_experiment(name, tags=experiment_tags())
+        except Exception:  # another process won the race
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        raise ExperimentDeleted(deleted_experiment(resolve_uri(uri), exp))
+    for key, value in experiment_tags().items():
+        if key not in exp.tags:
+            c.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def experiment_tags() -> dict[str, str]:
+    """What the experiment says about itself in the UI: its kind (model training, not GenAI) and description."""
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: EXPERIMENT_NOTE}
+
+
+def experiment_url(uri: str | None, experiment_id: str) -> str:
+    """The UI address of the experiment's runs table: the tracking server itself, or for a local store the
+    address ``mlflow ui`` serves (``LOCAL_UI``). Opens on the runs, not on MLflow 3's GenAI overview."""
+    uri = resolve_uri(uri)
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base}/#/experiments/{experiment_id}/{UI_VIEW}"
+
+
+def is_sweep(run) -> bool:
+    """An MLflow run that is a sweep's parent run, not a trained run."""
+    return run.data.tags.get(KIND_TAG) == SWEEP_KIND
 
 
 def find_runs(c, experiment_id: str, config_hash_value: str | None = None) -> list:
-    """MLflow runs of the experiment (with that config hash), newest first (MLflow's order)."""
+    """Trained MLflow runs of the experiment (with that config hash), newest first (MLflow's order); a sweep's own
+    run is not one."""
     filt = f"tags.{HASH_TAG} = '{config_hash_value}'" if config_hash_value else ""
-    return c.search_runs([experiment_id], filter_string=filt, max_results=50000)
+    return [r for r in c.search_runs([experiment_id], filter_string=filt, max_results=50000) if not is_sweep(r)]
 
 
 def stands_for(statuses: list[str | None]) -> int | None:
@@ -155,12 +210,14 @@ def stands_for(statuses: list[str | None]) -> int | None:
 
 def runs_table(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     """One row per config hash (the run that ``stands_for`` it), in plain columns: the run fields
-    (``RUN_TAGS``), ``status``, ``config_hash``, ``protocol_hash``, the summary metrics, ``run_id``.
+    (``RUN_TAGS``), ``status``, ``config_hash``, ``protocol_hash``, ``parent_run_id`` (its sweep's run), the summary
+    metrics, ``run_id``. Sweep runs are not trained runs and never appear.
     None if there is no run."""
     df = runs_frame(uri, experiment)
     if df is None or df.empty:
         return None
     cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG, PROTOCOL_TAG, SELECT_ON_TAG, DATASET_ID_TAG)}
+    cols[f"tags.{PARENT_TAG}"] = "parent_run_id"
     cols.update({f"metrics.{k}": k for k in SUMMARY_METRICS})
     out = df.reindex(columns=[*cols, "run_id"]).rename(columns=cols).reset_index(drop=True)
     out[SELECT_ON_TAG] = out[SELECT_ON_TAG].fillna("test")  # runs from before the option: the paper's selection
@@ -186,7 +243,8 @@ def status_of(run) -> str | None:
 
 
 def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
-    """All runs of ``experiment`` as a pandas DataFrame (``mlflow.search_runs``), or None if none exist."""
+    """The trained runs of ``experiment`` as a pandas DataFrame (``mlflow.search_runs``; sweep runs left out), or
+    None if there is no experiment."""
     import mlflow
     uri = resolve_uri(uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
@@ -198,7 +256,48 @@ def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
         return None
     if exp.lifecycle_stage == "deleted":  # its runs are in the trash with it: say so, not "no runs"
         raise ExperimentDeleted(deleted_experiment(uri, exp, TOOL_OPTIONS))
-    return mlflow.search_runs(experiment_names=[experiment], max_results=100000)
+    df = mlflow.search_runs(experiment_names=[experiment], max_results=100000)
+    kind = f"tags.{KIND_TAG}"
+    return df[df[kind] != SWEEP_KIND].reset_index(drop=True) if kind in df else df
+
+
+# ------------------------------------------------------------------------------------------------ sweep runs
+def start_sweep_run(uri: str | None, experiment: str, name: str, tags: dict[str, str], files: list[Path]) -> str:
+    """A sweep's own MLflow run (tag ``asym.kind = sweep``), with ``files`` (its plan, its overrides) as artifacts;
+    its id. Its jobs make their new runs its children (``SWEEP_RUN_ENV``)."""
+    c = client(uri)
+    exp_id = ensure_experiment(uri, experiment)
+    run_id = c.create_run(exp_id, run_name=name, tags={**tags, KIND_TAG: SWEEP_KIND, STATUS_TAG: str(RunStatus.RUNNING)}).info.run_id
+    for f in files:
+        c.log_artifact(run_id, str(f))
+    return run_id
+
+
+def end_sweep_run(uri: str | None, run_id: str, status: RunStatus) -> None:
+    """The sweep's status tag (``finished``, ``failed``, ``interrupted``, ``queued``: submitted, not waited for)
+    and MLflow's terminal status."""
+    c = client(uri)
+    c.set_tag(run_id, STATUS_TAG, str(status))
+    c.set_terminated(run_id, status=MLFLOW_STATUS.get(status, "FINISHED"))
+
+
+def sweep_runs(uri: str | None, experiment: str, protocol: str | None = None) -> list:
+    """The sweep runs of ``experiment`` (of that ``protocol_hash``), newest first."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    filt = f"tags.`{KIND_TAG}` = '{SWEEP_KIND}'" + (f" AND tags.{PROTOCOL_TAG} = '{protocol}'" if protocol else "")
+    return c.search_runs([exp.experiment_id], filter_string=filt, order_by=["attributes.start_time DESC"])
+
+
+def log_artifacts(uri: str | None, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+    """Every file under ``folder`` as artifacts of ``run_id`` (under ``artifact_path``)."""
+    client(uri).log_artifacts(run_id, str(folder), artifact_path)
+
+
+def log_artifact(uri: str | None, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    client(uri).log_artifact(run_id, str(path), artifact_path)
 
 
 def _metrics(records: list[dict], have: dict[str, set[int]] | None = None):
@@ -269,10 +368,14 @@ class RunTracker:
                     tags[DATASET_ID_TAG] = self.run[DATASET_ID_TAG]
                 if replaces is not None:
                     tags[RESTART_OF_TAG] = replaces.info.run_id
+                parent = os.environ.get(SWEEP_RUN_ENV)
+                if parent:  # the sweep that first trains a run is its parent, for good
+                    tags[PARENT_TAG] = parent
                 name = run_name(self.run, same_label_datasets(c, exp_id, self.run["dataset"]))
                 self.run_id = c.create_run(exp_id, run_name=name, tags=tags).info.run_id
                 from mlflow.entities import Param
-                c.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in self.params.items()])
+                params = {**{k: str(v) for k, v in self.params.items()}, **run_params(self.run)}
+                c.log_batch(self.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
                 if replaces is not None:
                     supersede(c, replaces, self.run_id)
         self._guard("starting the run", start)

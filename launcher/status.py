@@ -167,8 +167,28 @@ def seed_lines(runs: list[dict]) -> list[str]:
     return lines
 
 
+def fail(message: str) -> None:
+    """Bad input: one ``error:`` line, exit code 2 (as every asym tool)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def read_plan(sweep_dir: Path) -> dict:
+    """The sweep's ``runs.json``; FileNotFoundError naming it when it is not a plan (unreadable JSON, no runs)."""
+    path = sweep_dir / plan.PLAN_FILE
+    try:
+        doc = plan.read(sweep_dir)
+    except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+        raise FileNotFoundError(f"{path} is not a sweep plan ({str(e).splitlines()[0][:100]})") from None
+    missing = {"runs", "tracking_uri", "experiment"} - set(doc if isinstance(doc, dict) else ())
+    if missing:
+        raise FileNotFoundError(f"{path} is not a sweep plan (no {', '.join(sorted(missing))})")
+    return doc
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console script ``asym-status [SWEEP_DIR | OUTPUT_ROOT]``."""
+    """Console script ``asym-status [SWEEP_DIR | OUTPUT_ROOT]``. Bad input (no sweep there, not a plan, no or wrong
+    credentials, a negative ``--watch``) exits 2 with one line; an unreadable tracking store 1."""
     ap = argparse.ArgumentParser(prog="asym-status", description="Progress of a sweep, per paper table.")
     ap.add_argument("target", nargs="?", default="runs", type=Path,
                     help="a sweep directory, or an output root whose newest sweep is shown (default: runs)")
@@ -177,8 +197,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--watch", type=float, default=0, metavar="SECONDS", help="refresh until nothing is queued or running")
     a = ap.parse_args(argv)
     tracking.limit_http_retries()
+    if a.watch < 0:
+        fail(f"--watch takes seconds ≥ 0, got {a.watch:g}")
     try:
         sweep_dir = find_sweep(a.target)
+        read_plan(sweep_dir)
         while True:
             runs = sweep_status(sweep_dir, a.tracking_uri, a.experiment)
             doc = plan.read(sweep_dir)
@@ -188,10 +211,9 @@ def main(argv: list[str] | None = None) -> None:
                 break
             time.sleep(a.watch)
             print()
-    except tracking.AccessError as e:  # no credentials, wrong ones: one line
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except (FileNotFoundError, OSError, RuntimeError) as e:
+    except (tracking.AccessError, FileNotFoundError) as e:  # bad input: no credentials, wrong ones, no sweep there
+        fail(str(e).splitlines()[0])
+    except (OSError, RuntimeError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(1)
     except Exception as e:  # e.g. the tracking server is unreachable

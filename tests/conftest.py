@@ -1,3 +1,4 @@
+import importlib
 import os
 import shutil
 import subprocess
@@ -34,6 +35,18 @@ def missing_service(reason: str) -> None:
     if in_ci():
         pytest.fail(f"CI=true but {reason} (start it with .ci/services-up.sh)")
     pytest.skip(reason)
+
+
+def require(module: str, extra: str):
+    """``module`` imported, or — when a package of an extra is not installed (``pip install -e '.[test]'`` alone) —
+    the test skips naming the extra; under CI, which installs every extra, it fails (``missing_service``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        reason = f"{module} cannot be imported ({e}): it needs the [{extra}] extra, pip install -e '.[{extra}]'"
+        if in_ci():
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

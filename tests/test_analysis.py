@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from dataclasses import asdict
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -197,8 +199,9 @@ def test_cli_tables_compare_and_report(store, tmp_path):
     res = cli("asym-report", "--out", str(tmp_path / "report.html"), "--tracking-uri", store)
     assert res.returncode == 0, res.stderr
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 7 and "Table 5" in page
-    assert len(list((tmp_path / "report_figures").glob("*.svg"))) >= 7
+    # the learning curves and a heat map for each table with a cell to compare (Table 4 C2 has none; no Exp. B run)
+    assert page.count("data:image/png;base64,") == 5 and "Table 5" in page
+    assert len(list((tmp_path / "report_figures").glob("*.svg"))) == 5
 
 
 @pytest.mark.parametrize("uri,message", [("sqlite:///{tmp}/none.db", "no runs in experiment"),
@@ -294,7 +297,7 @@ def test_user_names_are_text_in_every_renderer(tmp_path):
     assert set(runs["row"]) == set(ODD_NAMES)
     for d, name in zip(datasets, ODD_NAMES):
         run = {"model": "SGD", "dataset": d, "lr_mult": 1.0, "freeze": "none", "procedure": "standard", "seed": 0}
-        assert tracking.run_name(run) == f"{name} · SGD · lr×1"
+        assert tracking.run_name(run) == f"SGD ×1 · {name}"
     t2 = build(TABLES["2"], runs)
     ncols = t2.value.shape[1]
 
@@ -339,3 +342,231 @@ def test_user_names_are_text_in_every_renderer(tmp_path):
     paths = figures.learning_curves(uri, tracking.DEFAULT_EXPERIMENT, runs, ODD_NAMES[0], None, tmp_path)
     paths += figures.difference_heatmap(t2, tmp_path)
     assert len(paths) == 4 and all(p.exists() and p.parent == tmp_path for p in paths)
+
+
+# --------------------------------------------------------------------------------- marks where there is no colour
+
+
+def test_plain_text_marks_highlighted_cells_and_its_legend_says_so(runs):
+    """No colour (a pipe, a log, NO_COLOR): a worse cell ends in ▲, a better one in ▼, the paper's too, and the legend
+    names the marks it shows — the colour names only when there is colour. The legend breaks between phrases only."""
+    t2 = build(TABLES["2"], runs)
+    plain = render.terminal(t2, compare_paper=True, color=False, width=60)
+    mnist = " ".join(line for line in plain.splitlines() if line.startswith("MNIST"))  # every block of columns
+    assert "13.00▲" in mnist and "13.01▲" in mnist and "7.00▼" in mnist and "12.99▲" not in mnist, mnist
+    assert "10.00▲" not in mnist and "10.00▼" not in mnist  # SGD is the baseline, never marked
+    paper = " ".join(line for line in plain.splitlines() if line.startswith("  paper"))
+    assert "88.65▲" in paper, paper  # the paper's uSF on MNIST: ≥ 3 pp worse than its SGD
+    legend = [line for line in plain.splitlines() if "pp worse" in line or "pp better" in line]
+    assert any("▲ ≥ 3 pp worse than SGD" in line for line in legend) and \
+        any("▼ ≥ 3 pp better" in line for line in legend), plain
+    text = " ".join(plain.split())
+    for phrase in render.legend_phrases(t2, color=False):
+        assert any(phrase in line for line in plain.splitlines()), f"{phrase!r} broken over lines"
+        assert phrase in text
+    colour = render.terminal(t2, color=True)
+    assert "▲" not in colour and "▼" not in colour and "yellow: ≥ 3 pp worse than SGD" in colour
+    assert max(len(line) for line in plain.splitlines()) <= 60
+
+
+def test_the_tables_printed_when_a_sweep_ends_keep_their_marks(store, capsys):
+    """At the end of a sweep whose output goes to a log (not a terminal), the table still shows ▲/▼."""
+    from omegaconf import OmegaConf
+    config = OmegaConf.create({"tracking": {"uri": store, "experiment": tracking.DEFAULT_EXPERIMENT}})
+    render.print_sweep_tables(config, ["2"])
+    out = capsys.readouterr().out
+    assert "\033" not in out and "13.00▲" in out and "7.00▼" in out and "▲ ≥ 3 pp worse than SGD" in out, out
+
+
+# --------------------------------------------------------------------------------------- the report reads well
+
+
+def digits_cells(key="2"):
+    """Hand-made cells for the demo's Digits row and MNIST (the paper's numbers, shifted), to read renderings."""
+    spec = TABLES[key]
+    value = spec.paper().loc[["MNIST", "MNIST"]].set_axis(pd.Index(["Digits", "MNIST"], name="dataset")) + 4.0
+    value.iloc[0, 1] = 40.0  # Digits' second column far above its SGD
+    false = value.astype(bool) & False
+    return Cells(spec, value, false, false, protocol="protocol demo (3d987034): 22 runs")
+
+
+def test_report_tables_label_the_paper_row_and_have_one_header_row():
+    """The paper's row beside Digits is MNIST's and says so (a sentence near the table too); no table, in HTML or
+    LaTeX, has a header row holding only "dataset"; in the report each table's title appears once."""
+    from html import escape
+    from html.parser import HTMLParser
+
+    from asym.analysis import report
+
+    class Table(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.head_rows, self.row_heads, self.where = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.where.append(tag)
+            if tag == "tr" and "thead" in self.where:
+                self.head_rows.append([])
+
+        def handle_endtag(self, tag):
+            while self.where and self.where.pop() != tag:
+                pass
+
+        def handle_data(self, data):
+            if "thead" in self.where and "th" in self.where and data.strip():
+                self.head_rows[-1].append(data.strip())
+            elif "tbody" in self.where and "th" in self.where and data.strip():
+                self.row_heads.append(data.strip())
+    cells = digits_cells()
+    fragment = render.html(cells, compare_paper=True)
+    tables = fragment.split("</table>")[:-1]
+    assert len(tables) == 3
+    for t in tables:
+        parsed = Table()
+        parsed.feed(t + "</table>")
+        assert len(parsed.head_rows) == 1 and parsed.head_rows[0][0] == "dataset", parsed.head_rows
+    paper = Table()
+    paper.feed(tables[1] + "</table>")
+    assert paper.row_heads == ["MNIST (stands in for Digits)", "MNIST"]
+    assert "The paper has no Digits row: its MNIST numbers (the same network) stand in for it" in fragment
+    md = render.markdown(cells, compare_paper=True)
+    assert "| *paper: MNIST (stands in for Digits)* |" in md and "The paper has no Digits row" in md
+    latex = render.latex(cells, compare_paper=True)
+    for body in latex.split(r"\begin{tabular}")[1:]:
+        head = body.split(r"\toprule")[1].split(r"\midrule")[0].strip().splitlines()
+        assert len(head) == 1 and head[0].startswith("dataset &"), head
+    assert "MNIST (stands in for Digits)" in latex
+    page = report.report_page([cells, digits_cells("5")], "protocol demo", [])
+    for c in (cells, digits_cells("5")):
+        assert page.count(escape(c.title)) == 1, c.title
+
+
+# ------------------------------------------------------------------------------------------------ the figures
+
+
+def curve_frame(models, epochs=2, diverged=()):
+    """curve_data's shape for ``models``: model k's error at epoch e is 50 − 10·e + k (a diverged one stops at 1)."""
+    rows = []
+    for k, m in enumerate(models):
+        last = 1 if m in diverged else epochs
+        rows += [{"model": m, "epoch": e, "mean": 50.0 - 10 * e + k, "lo": 50.0 - 10 * e + k,
+                  "hi": 50.0 - 10 * e + k, "n": 1, "lr_mult": 10.0, "diverged": m in diverged}
+                 for e in range(last + 1)]
+    return pd.DataFrame(rows)
+
+
+def test_learning_curves_give_every_model_its_colour_and_line_style_and_mark_divergence():
+    """14 models on one plot (Table 2's 11 and three more): each line is its model's data, no two lines share a colour
+    or a dash pattern; one-epoch curves get integer epoch ticks; a diverged run is labelled and ends in a large ×."""
+    models = TABLES["2"].columns + ["RndF", "BM2", "frSF-p50+BN+BM"]
+    data = curve_frame(models, epochs=1, diverged=("uSF",))
+    fig, caption = figures.learning_curves_figure(data, "Digits")
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert len(lines) == len(models)
+    for k, m in enumerate(models):
+        label = next(l for l in lines if l.startswith(m + " ("))
+        x, y = lines[label].get_data()
+        want = data[data.model == m]
+        assert list(x) == list(want["epoch"]) and list(y) == list(want["mean"]), m
+    colours = [matplotlib.colors.to_rgba(line.get_color()) for line in lines.values()]
+    # matplotlib has no public getter for a line's dash pattern; _unscaled_dash_pattern is what set_linestyle stored
+    dashes = [line._unscaled_dash_pattern for line in lines.values()]
+    assert len(set(colours)) == len(models) and len(set(map(repr, dashes))) == len(models)
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert shown == [0, 1] and all(float(t).is_integer() for t in shown)
+    assert "diverged" in next(l for l in lines if l.startswith("uSF (")), list(lines)
+    crosses = [line for line in ax.get_lines() if line.get_marker() == "X"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [1] and \
+        matplotlib.colors.to_rgba(crosses[0].get_color()) == matplotlib.colors.to_rgba(
+            lines[next(l for l in lines if l.startswith("uSF ("))].get_color())
+    assert caption.endswith(".") and caption[0].isupper() and "diverged" in caption
+    plt.close(fig)
+
+
+def test_learning_curves_from_mlflow_mark_the_diverged_run(runs, store):
+    data = figures.curve_data(store, runs, "MNIST", ["SGD", "uSF"])
+    assert data.groupby("model")["diverged"].first().to_dict() == {"SGD": False, "uSF": True}
+    sgd = data[data.model == "SGD"]
+    assert list(sgd["mean"]) == [60.0, 11.0, 10.0, 10.5]  # lr×1's history: best + 50, + 1, + 0, + 0.5
+
+
+def test_exp_b_tells_batchwise_from_fixed_and_shows_p_0_whole(runs):
+    """Exp. B: per dataset the batchwise and fixed series differ in colour, marker and line style; each series'
+    points are the table's cells at p = 0, 25, 50, 75, 100; the x axis leaves room on both sides of p = 0 and 100."""
+    t3 = build(TABLES["3"], runs)
+    t3.value.loc["MNIST", ["brSF+BN+BM", "brSF-p50+BN+BM", "frSF+BN+BM", "frSF-p100+BN+BM"]] = [1.0, 5.0, 2.0, 9.0]
+    fig, caption = figures.flip_probability_figure(t3)
+    ax = fig.axes[0]
+    series = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar: the data line of each container
+    assert set(series) == {"MNIST (batchwise)", "MNIST (fixed)"}, list(series)
+    b, f = series["MNIST (batchwise)"], series["MNIST (fixed)"]
+    assert list(b.get_xdata()) == [0, 25, 50, 75, 100]
+    np.testing.assert_array_equal(b.get_ydata(), [1.0, np.nan, 5.0, np.nan, np.nan])
+    np.testing.assert_array_equal(f.get_ydata(), [2.0, np.nan, np.nan, np.nan, 9.0])
+    assert b.get_color() != f.get_color() and b.get_marker() != f.get_marker() and b.get_linestyle() != f.get_linestyle()
+    lo, hi = ax.get_xlim()
+    assert lo <= -5 and hi >= 105, (lo, hi)
+    assert caption.endswith(".") and "batchwise" in caption and "fixed" in caption
+    plt.close(fig)
+
+
+def test_heat_maps_share_one_scale_centred_on_0_with_legible_numbers_and_distinct_titles(runs):
+    """Every table's heat map on one diverging scale ±(largest |ours − paper|), centred on 0; each number black or
+    white, whichever contrasts with its cell (WCAG ratio ≥ 4.5); titles and captions name their table."""
+    cells_list = [build(TABLES[k], runs) for k in ("2", "3", "4c1", "4c2", "5")]
+    limit = figures.heatmap_limit(cells_list)
+    largest = max(np.abs(d[np.isfinite(d)]).max() for d in map(figures.difference, cells_list) if np.isfinite(d).any())
+    assert limit >= largest and limit - largest < 1
+    titles, captions = [], []
+    for c in cells_list:
+        fig, caption = figures.heatmap_figure(c, limit)
+        ax = fig.axes[0]
+        norm = ax.images[0].norm
+        assert (norm.vmin, norm.vmax, norm.vcenter) == (-limit, limit, 0.0)
+        cmap, diff = ax.images[0].cmap, figures.difference(c)
+        texts = ax.texts
+        assert len(texts) == np.isfinite(diff).sum()
+        for t in texts:
+            i, j = round(t.get_position()[1]), round(t.get_position()[0])
+            assert t.get_text() == f"{diff[i, j]:+.1f}"
+            background = cmap(norm(diff[i, j]))
+            assert figures.contrast(background, matplotlib.colors.to_rgba(t.get_color())) >= 4.5, (t.get_text(),
+                                                                                                 t.get_color())
+        titles.append(ax.get_title())
+        captions.append(caption)
+        plt.close(fig)
+    assert len(set(titles)) == len(titles), titles
+    assert "Table 4, Exp. C1: ours − paper" in titles and "Table 4, Exp. C2: ours − paper" in titles
+    assert all(c.endswith(".") and c[0].isupper() and f"±{limit:g} pp" in c for c in captions)
+    # the extremes: a cell at +limit is dark red and reads white, one at 0 is near white and reads black
+    cmap = plt.get_cmap(figures.HEATMAP_CMAP)
+    norm = matplotlib.colors.TwoSlopeNorm(0.0, -limit, limit)
+    assert figures.text_color(cmap(norm(limit))) == "white" and figures.text_color(cmap(norm(0.0))) == "black"
+
+
+def test_figures_raise_no_pandas_deprecation_warning(runs, store, tmp_path):
+    import warnings
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("error", category=category, module=r"asym\.analysis\.figures")
+        figures.learning_curves(store, tracking.DEFAULT_EXPERIMENT, runs, "MNIST", ["SGD", "BN", "uSF"], tmp_path)
+        cells_list = [build(TABLES[k], runs) for k in ("2", "3")]
+        figures.flip_probability(cells_list[1], tmp_path)
+        figures.difference_heatmap(cells_list[0], tmp_path, figures.heatmap_limit(cells_list))
+        figures.robustness(cells_list, tmp_path)
+
+
+def test_report_figures_have_sentences_for_captions(runs, store, tmp_path):
+    from asym.analysis import report
+    cells_list = [build(TABLES[k], runs) for k in ("2", "3", "4c1", "4c2", "5")]
+    plots = report.figures_of(cells_list, runs, store, tracking.DEFAULT_EXPERIMENT, tmp_path)
+    page = report.report_page(cells_list, "protocol x", plots)
+    import re
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert len(captions) == len(plots) == 5  # learning curves, heat maps of Tables 2, 3, 4 C1, 5 (4 C2: no cell)
+    for number, (caption, plot) in enumerate(zip(captions, plots), start=1):
+        assert caption.startswith(f"Figure {number}. ") and caption.endswith(".") and len(caption.split()) >= 12
+        assert plot.name not in caption  # not a file name

@@ -108,8 +108,8 @@ def test_demo_sweep_end_to_end_then_skips_everything(tmp_path):
     assert set(df["tags.status"]) == {"finished"} and set(df["status"]) == {"FINISHED"}
     assert set(df["tags.model"]) == {"SGD", "uSF+BM"}
     assert sorted(df["tags.procedure"]) == ["large_batch", "standard", "standard"]
-    assert set(df["tags.mlflow.runName"]) == {"Digits · SGD · lr×10", "Digits · uSF+BM · lr×10",
-                                              "Digits · uSF+BM · lr×10 · large_batch"}
+    assert set(df["tags.mlflow.runName"]) == {"SGD ×10 · Digits", "uSF+BM ×10 · Digits",
+                                              "uSF+BM ×10 · large_batch · Digits"}
     assert df["tags.config_hash"].nunique() == 3 and df["tags.git_commit"].notna().all()
     c = tracking.client(uri)
     for run_id in df["run_id"]:
@@ -198,7 +198,7 @@ def test_sweep_plan_is_hydras_parse_and_matches_mlflow(tmp_path):
         assert e["config_hash"] in by_hash, f"the plan's hash of {e['name']} is no MLflow run's"
         assert by_hash[e["config_hash"]] == (e["run"]["dataset"], str(e["run"]["lr_mult"]), str(e["run"]["seed"]))
     assert set(df["tags.mlflow.runName"]) == {e["name"] for e in planned}
-    assert {n.split(" · ")[0] for n in df["tags.mlflow.runName"]} == {"my data=1,+x", "a,b"}
+    assert {n.split(" · ")[-1] for n in df["tags.mlflow.runName"]} == {"my data=1,+x", "a,b"}  # the dataset last
     # an ad-hoc sweep (no sweep file's ``tables``) ends with the tables its runs feed, its two seeds as mean ± std (n)
     assert "Table 2" in res.stdout and " ± " in res.stdout and " (2)" in res.stdout, res.stdout[-3000:]
 

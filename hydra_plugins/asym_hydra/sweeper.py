@@ -11,8 +11,11 @@ On top of ``BasicSweeper`` (see ``asym.launcher.plan``):
 - in-process, jobs run one at a time under a progress bar; other launchers get one batch.
 - failed jobs do not stop the sweep; they are counted and the sweep exits non-zero (hydra #1928).
 - at the end, the tables named by the ``tables`` config key are printed.
+- the sweep has an MLflow run of its own (``asym.kind = sweep``; not for a refused sweep, nor a dry run): its plan and
+  overrides as artifacts, its jobs' new runs as its children, and when it ends its tables and report.
 """
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +53,7 @@ class AsymSweeper(BasicSweeper):
         from asym.launcher import plan
         from asym.launcher.progress import RunsProgress
         from asym.launcher.slurm import DRY_RUN, LaunchError
+        from asym.record import RunStatus
 
         jobs, entries = self._planned(arguments)
         self._check_tracking_access()
@@ -64,6 +68,7 @@ class AsymSweeper(BasicSweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         plan.write(sweep_dir, entries, self.config)
         self._create_experiment()
+        sweep_run = self._start_sweep_run(sweep_dir, entries, list(arguments))
         in_process = type(self.launcher).__name__ == "BasicLauncher"
         size = self.max_batch_size or (1 if in_process else len(jobs))
         log.info("sweep: %d runs in %d jobs (%s), plan in %s", len(entries), len(jobs), "one at a time" if in_process
@@ -75,8 +80,10 @@ class AsymSweeper(BasicSweeper):
             try:
                 results = self.launcher.launch(jobs[start:start + size], initial_job_idx=start)
             except LaunchError as e:
+                self._end_sweep_run(sweep_run, RunStatus.FAILED)
                 self._fail(str(e))
             except KeyboardInterrupt:  # Ctrl-C in the sweep process (its runs record themselves as interrupted)
+                self._end_sweep_run(sweep_run, RunStatus.INTERRUPTED)
                 print("asym-train: sweep interrupted; run the same command to resume it", file=sys.stderr)
                 sys.exit(130)
             returns.append(results)
@@ -92,6 +99,8 @@ class AsymSweeper(BasicSweeper):
             log.info("%d jobs queued; watch them with: asym-status %s", queued, sweep_dir)
         elif all(r._return_value != DRY_RUN for batch in returns for r in batch):
             self._print_tables(entries)
+        self._end_sweep_run(sweep_run, RunStatus.FAILED if failed else RunStatus.QUEUED if queued else RunStatus.FINISHED,
+                            None if queued else entries)
         if failed:
             for job, err in failed:
                 log.error("failed: %s: %s", job, str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -137,6 +146,63 @@ class AsymSweeper(BasicSweeper):
             log.warning("MLflow unreachable (%s); runs will keep local records for asym-sync",
                         str(e).splitlines()[0][:200])
 
+    def _dry_run(self) -> bool:
+        return bool(getattr(self.launcher, "dry_run", False) or self.config.hydra.sweeper.get("dry_run", False))
+
+    def _start_sweep_run(self, sweep_dir: Path, entries: List[dict], arguments: List[str]) -> Optional[str]:
+        """The sweep's MLflow run, after every check passed and never for a dry run: its plan (runs.json), the
+        composed config and the overrides as artifacts. Its id reaches the jobs (in this process, local
+        subprocesses or SLURM tasks alike) through the environment, so each new run becomes its child."""
+        if self._dry_run():
+            return None
+        from asym import tracking
+        from asym.launcher import plan
+        title = self._sweep_title(self.config.hydra.runtime.choices.get("sweep"), arguments)
+        OmegaConf.save(OmegaConf.create({"overrides": arguments, "sweeper_params": self._parse_config()}),
+                       sweep_dir / "overrides.yaml")
+        note = (f"Sweep {title}: {len(entries)} runs for table(s) {', '.join(self._tables(entries))}, in {sweep_dir}. "
+                "Its new runs are its children; its artifacts hold its plan (runs.json), overrides and, once it ends, "
+                "its tables (tables/tables.html, .csv, .md) and report.html. Regenerate them: asym-report "
+                "--log-to-mlflow RUN_ID (this run's id).")
+        try:
+            run_id = tracking.start_sweep_run(
+                self.config.tracking.uri, self.config.tracking.experiment, f"{title} · {len(entries)} runs",
+                {tracking.PROTOCOL_TAG: self._protocol(entries), tracking.NOTE_TAG: note},  # no "tables": that filter is runs
+                [sweep_dir / plan.PLAN_FILE, sweep_dir / "overrides.yaml", sweep_dir / "multirun.yaml"])
+        except Exception as e:  # the runs still run; they keep their records for asym-sync
+            log.warning("MLflow unreachable (%s): the sweep has no MLflow run", str(e).splitlines()[0][:200])
+            return None
+        os.environ[tracking.SWEEP_RUN_ENV] = run_id
+        exp_id = tracking.client(self.config.tracking.uri).get_run(run_id).info.experiment_id
+        log.info("MLflow: sweep run %s; its runs and tables at %s", run_id,
+                 tracking.experiment_url(self.config.tracking.uri, exp_id))
+        return run_id
+
+    def _sweep_title(self, sweep: Optional[str], arguments: List[str]) -> str:
+        """What tells this sweep from others, for its run's name: its sweep file, else its swept overrides (as Hydra
+        parses them), else all its overrides."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        if sweep:
+            return f"+sweep={sweep}"
+        parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(arguments)
+        return " ".join(o.input_line for o in parsed if o.is_sweep_override()) or " ".join(arguments) or "sweep"
+
+    def _end_sweep_run(self, run_id: Optional[str], status: str, entries: Optional[List[dict]] = None) -> None:
+        """The sweep's MLflow run ends ``status``; with ``entries`` (a sweep that ran its jobs) it first gets its
+        tables, its report and the list of its runs. A tracking failure is a warning: the runs are done."""
+        from asym import tracking
+        os.environ.pop(tracking.SWEEP_RUN_ENV, None)
+        if run_id is None:
+            return
+        try:
+            if entries is not None:
+                from asym.analysis.report import publish_sweep
+                publish_sweep(self.config, run_id, self._tables(entries), self._protocol(entries), entries)
+            tracking.end_sweep_run(self.config.tracking.uri, run_id, status)
+        except Exception as e:
+            log.warning("could not finish the sweep's MLflow run %s (%s); asym-report --log-to-mlflow %s logs its "
+                        "tables later", run_id, str(e).splitlines()[0][:200], run_id)
+
     def _job_config(self, overrides: List[str]):
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
@@ -145,12 +211,19 @@ class AsymSweeper(BasicSweeper):
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
-    def _print_tables(self, entries: List[dict]) -> None:
-        # the sweep file's tables, else every table the sweep's runs feed (an ad-hoc ``-m model=…`` sweep too)
-        tables = list(self.config.get("tables") or sorted({t for e in entries for t in e["tables"]}))
-        if tables:
-            from collections import Counter
+    def _tables(self, entries: List[dict]) -> List[str]:
+        """The sweep file's tables, else every table the sweep's runs feed (an ad-hoc ``-m model=…`` sweep too)."""
+        return list(self.config.get("tables") or sorted({t for e in entries for t in e["tables"]}))
 
+    @staticmethod
+    def _protocol(entries: List[dict]) -> Optional[str]:
+        """This sweep's protocol: the protocol hash most of its runs have."""
+        from collections import Counter
+        mine = Counter(e["protocol_hash"] for e in entries).most_common(1)
+        return mine[0][0] if mine else None
+
+    def _print_tables(self, entries: List[dict]) -> None:
+        tables = self._tables(entries)
+        if tables:
             from asym.analysis.render import print_sweep_tables
-            mine = Counter(e["protocol_hash"] for e in entries).most_common(1)  # this sweep's protocol
-            print_sweep_tables(self.config, tables, mine[0][0] if mine else None)
+            print_sweep_tables(self.config, tables, self._protocol(entries))
