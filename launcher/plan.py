@@ -79,9 +79,11 @@ def _protocol(train_node) -> dict:
     return asdict(TrainConf(**OmegaConf.to_container(train_node, resolve=True)).protocol())
 
 
-def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object]) -> list[dict]:
+def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object],
+         missing: list | None = None) -> list[dict]:
     """Every run of the sweep, validated, with its datasets on disk. Raises ValueError, or DatasetMissing naming
-    every dataset of the sweep that is missing or incomplete.
+    every dataset of the sweep that is missing or incomplete — unless ``missing`` is a list (the dry run):
+    then the missing datasets are appended to it (``missing_datasets``) instead.
 
     ``job_config(overrides)`` composes one job's config. The run keys of a job are read from its overrides
     as Hydra parses them (``job_values``); everything else (the protocol, ``data.*``) from the composed
@@ -107,9 +109,25 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
                         "config_hash": tracking.config_hash(fields, proto),
                         "protocol_hash": tracking.protocol_hash(proto), "select_on": proto["select_on"],
                         "tables": tables_of(run.model, run.freeze)})
+    if missing is not None:
+        missing += missing_datasets(wanted, config.data.get("cache"))
+        return entries
     # every missing or incomplete dataset of the sweep in one message, not the first one found
     data.check_all(wanted, cache=config.data.get("cache"))
     return entries
+
+
+def missing_datasets(wanted, cache=None) -> list[tuple[str, str]]:
+    """(dataset, one-line reason) for each distinct ``(name, root, download, seed)`` of ``wanted`` that cannot be
+    trained on now (``asym.data.check_available``); a dataset missing at several seeds is listed once."""
+    out: dict[str, str] = {}
+    for name, root, download, seed in dict.fromkeys(tuple(w) for w in wanted):
+        if name not in out:
+            try:
+                data.check_available(name, root, download, seed, cache)
+            except data.DatasetMissing as e:
+                out[name] = str(e)
+    return list(out.items())
 
 
 def _number(x: float) -> str:
@@ -141,12 +159,22 @@ def write(sweep_dir: Path, entries: list[dict], config) -> None:
     write_json(Path(sweep_dir) / PLAN_FILE, doc)  # atomic: a reader never sees half a plan
 
 
-def record_jobs(sweep_dir: Path, scheduler: str, job_ids: dict[int, str]) -> None:
-    """Remember which scheduler job runs which sweep entry (``asym-status`` asks the scheduler about them)."""
+def record_jobs(sweep_dir: Path, scheduler: str, job_ids: dict[int, str], **fields: Any) -> None:
+    """Remember which scheduler job runs which sweep entry (``asym-status`` asks the scheduler about them), and
+    ``fields`` about the submission (e.g. ``submitit_folder``, where the jobs leave their results and logs)."""
     path = Path(sweep_dir) / PLAN_FILE
     doc = json.loads(path.read_text())
     doc["scheduler"] = scheduler
+    doc.update(fields)
     doc["jobs"].update({str(k): v for k, v in job_ids.items()})
+    write_json(path, doc)
+
+
+def record_not_submitted(sweep_dir: Path, nums: list[int], reason: str) -> None:
+    """``sbatch`` refused these jobs: the plan says so, with SLURM's reason (``asym-status``: "not submitted")."""
+    path = Path(sweep_dir) / PLAN_FILE
+    doc = json.loads(path.read_text())
+    doc["not_submitted"] = {"reason": reason, "jobs": sorted({*doc.get("not_submitted", {}).get("jobs", []), *nums})}
     write_json(path, doc)
 
 
