@@ -264,8 +264,9 @@ def array_size(cluster: Cluster) -> int:
     return max(1, min(limits))
 
 
-def submit_capacity(cluster: Cluster) -> tuple[int | None, str]:
-    """How many more jobs (array tasks) this user may queue now, and the limit that says so (None: no limit)."""
+def submit_capacity(cluster: Cluster) -> tuple[int, str]:
+    """How many more jobs (array tasks) this user may queue now, and the limit that says so: the controller's
+    ``MaxJobCount`` less the jobs it holds, or the user's ``MaxSubmitJobs`` less their queued jobs if tighter."""
     options = [(cluster.max_job_count - cluster.jobs_held,
                 f"the controller's MaxJobCount={cluster.max_job_count} (slurm.conf; {cluster.jobs_held} jobs held now)")]
     if cluster.max_submit is not None:
@@ -274,7 +275,7 @@ def submit_capacity(cluster: Cluster) -> tuple[int | None, str]:
     return min(options)
 
 
-def problems(request: Request, cluster: Cluster, auto_runs_per_task: bool = False) -> list[str]:
+def problems(request: Request, cluster: Cluster) -> list[str]:
     """What ``sbatch`` would refuse, one line each (empty: it fits). Array size never is a problem: a sweep
     larger than one array is submitted as several (``array_size``)."""
     out = []
@@ -301,7 +302,7 @@ def problems(request: Request, cluster: Cluster, auto_runs_per_task: bool = Fals
                    f"{part.mem_mb_per_node} MB (sinfo RealMemory): set hydra.launcher.mem_gb="
                    f"{part.mem_mb_per_node // 1024} or less")
     capacity, limit = submit_capacity(cluster)
-    if capacity is not None and request.tasks > capacity and not auto_runs_per_task:
+    if request.tasks > capacity:
         out.append(f"{request.tasks} array tasks exceed {limit}: {max(capacity, 0)} more may be queued; set "
                    f"hydra.launcher.runs_per_task so that jobs ÷ runs_per_task ≤ {max(capacity, 0)}, or "
                    "hydra.launcher.auto_runs_per_task=true")
@@ -312,7 +313,7 @@ def auto_runs_per_task(n_jobs: int, k: int, cluster: Cluster) -> int:
     """The least runs_per_task ≥ ``k`` whose tasks fit one job array and the submit limits.
     ValueError (one line) when not even one task may be queued."""
     capacity, limit = submit_capacity(cluster)
-    room = min(array_size(cluster), capacity if capacity is not None else math.inf)
+    room = min(array_size(cluster), capacity)
     if room < 1:
         raise ValueError(f"no job may be queued now: {limit}")
     return max(k, math.ceil(n_jobs / room))

@@ -1,6 +1,11 @@
-"""SLURM through submitit: checked before queueing, submitted as job arrays, not waited for by default.
+"""SLURM through submitit: fitted to the cluster before queueing, submitted as job arrays, not waited for by default.
 
-The Hydra plugin (``hydra_plugins.asym_hydra.launchers.AsymSlurmLauncher``) delegates here. Preemption:
+The Hydra plugin (``hydra_plugins.asym_hydra.launchers.AsymSlurmLauncher``) delegates here. Before the sweep
+directory is written, ``prepare`` reads the controller's limits (``asym.launcher.cluster``) and refuses, in one
+line, a request that cannot fit; a sweep with more array tasks than ``MaxArraySize`` goes as several job arrays
+(``Submission.arrays``), or, with ``auto_runs_per_task``, with ``runs_per_task`` raised until one array holds it.
+When ``sbatch`` refuses anyway, the jobs it did not take are recorded as not submitted (``submit_arrays``).
+``describe`` is the SLURM part of the sweeper's dry run (``hydra.sweeper.dry_run``). Preemption:
 SLURM sends USR2, submitit calls the launcher's ``checkpoint()`` and requeues the same job, which resumes
 from its run's ``checkpoint.pt``; ``scontrol requeue`` restarts it from scratch and resumes the same way.
 With ``runs_per_task=K`` each array task trains K jobs one after another (``RunsInTurn``).
@@ -171,7 +176,7 @@ def plan_submission(launcher, n_jobs: int, cluster: Cluster) -> Submission:
         raised = auto_runs_per_task(n_jobs, k, cluster)
         asked, k = (k if raised != k else None), raised
     tasks = math.ceil(n_jobs / k)
-    found = problems(request_of(launcher.params, tasks), cluster, auto_runs_per_task=False)
+    found = problems(request_of(launcher.params, tasks), cluster)
     return Submission(n_jobs, k, array_size(cluster), cluster, tuple(found), asked)
 
 
@@ -251,7 +256,7 @@ def sbatch_reason(e: BaseException) -> str:
 
 def submit_arrays(launcher, sub: Submission, args: list[tuple], sweep_dir: Path) -> list:
     """Submit the jobs as ``sub`` cuts them, one ``map_array`` per job array; record each array's job ids in the
-    plan as soon as it is queued. Returns each job's array task (a submitit Job), in job order.
+    plan as soon as it is queued. Returns the submitit Job of each array task, in task order.
 
     When ``sbatch`` refuses an array, the jobs not queued are recorded as not submitted (plan and MLflow) and
     SubmissionRefused says so in one line with SLURM's reason."""
@@ -261,7 +266,7 @@ def submit_arrays(launcher, sub: Submission, args: list[tuple], sweep_dir: Path)
     tasks = in_tasks(args, sub.runs_per_task)
     # a SLURM sweep from here: a run without a job id is not submitted; its jobs' files are in submitit's folder
     plan.record_jobs(sweep_dir, "slurm", {}, submitit_folder=str(Path(launcher.params["submitit_folder"]).absolute()))
-    task_jobs: list = []
+    queued: list = []
     arrays = sub.arrays(len(tasks))
     for i, span in enumerate(arrays):
         chunk = tasks[span.start:span.stop]
@@ -281,10 +286,11 @@ def submit_arrays(launcher, sub: Submission, args: list[tuple], sweep_dir: Path)
                 f"{len(left)} of {len(args)} jobs not submitted"
                 + (f" ({done} queued before it)" if done else "") + f", recorded in {sweep_dir / plan.PLAN_FILE}")
         plan.record_jobs(sweep_dir, "slurm", {a[2]: j.job_id for j, task in zip(jobs, chunk) for a in task})
-        task_jobs += [j for j, task in zip(jobs, chunk) for _ in task]
-        log.info("submitted %d jobs as SLURM array %s (%d of %d)", sum(map(len, chunk)),
-                 jobs[0].job_id.split("_")[0], i + 1, len(arrays))
-    return task_jobs
+        queued += jobs
+        if len(arrays) > 1:
+            log.info("array %d of %d: %d tasks as SLURM array %s", i + 1, len(arrays), len(chunk),
+                     jobs[0].job_id.split("_")[0])
+    return queued
 
 
 def not_submitted(launcher, sweep_dir: Path, nums: list[int], reason: str) -> None:
@@ -304,23 +310,23 @@ class SubmissionRefused(LaunchError):
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
            sub: Submission | None = None) -> Sequence[JobReturn]:
-    """Submit the sweep's jobs (already fitted by ``prepare``) and return without waiting, unless ``wait``."""
+    """Submit the sweep's jobs (fitted to the cluster by ``prepare``) and return without waiting, unless ``wait``."""
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     sub = sub or prepare(launcher, len(job_overrides))
     args = job_arguments(job_overrides, initial_job_idx)
-    task_of = submit_arrays(launcher, sub, args, sweep_dir)
     tasks = in_tasks(args, sub.runs_per_task)
-    log.info("submitted %d runs as SLURM array%s %s", len(args), "s" if len(sub.arrays(len(tasks))) > 1 else "",
-             ", ".join(dict.fromkeys(j.job_id.split("_")[0] for j in task_of)))
+    task_jobs = submit_arrays(launcher, sub, args, sweep_dir)
+    arrays = list(dict.fromkeys(j.job_id.split("_")[0] for j in task_jobs))
+    log.info("submitted %d runs as SLURM array%s %s", len(args), "s" if len(arrays) > 1 else "", ", ".join(arrays))
     if sub.runs_per_task > 1:
         log.info("%d array tasks of up to %d runs each (hydra.launcher.runs_per_task)", len(tasks), sub.runs_per_task)
     if not launcher.wait:
-        return [pending(o, f"queued as {j.job_id}") for o, j in zip(job_overrides, task_of)]
-    firsts = [task_of[sum(map(len, tasks[:i]))] for i in range(len(tasks))]  # each task's job
-    if sub.runs_per_task == 1:
-        return [collect(j, o) for j, o in zip(firsts, job_overrides)]
+        return [pending(a[0], f"queued as {j.job_id}") for j, task in zip(task_jobs, tasks) for a in task]
     out = []
-    for j, task in zip(firsts, tasks):  # a task's returns, or, if it failed, each of its jobs reported failed
+    for j, task in zip(task_jobs, tasks):  # a task's returns, or, if it failed, each of its jobs reported failed
+        if sub.runs_per_task == 1:
+            out.append(collect(j, task[0][0]))
+            continue
         try:
             out += j.results()[0]
         except Exception as e:

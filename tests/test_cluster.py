@@ -80,6 +80,14 @@ def job_name() -> str:
     return f"asym-test-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture
+def name():
+    """A job name of this test's own; whatever still runs under it when the test ends is cancelled."""
+    n = job_name()
+    yield n
+    subprocess.run(["scancel", "-n", n], capture_output=True)
+
+
 def jobs_named(name: str) -> set[str]:
     """Every job with this name the controller holds (``squeue -t all``) or accounting remembers."""
     queue = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-n", name, "-o", "%i"], capture_output=True, text=True)
@@ -355,8 +363,7 @@ def test_failing_slurm_job_is_failed_everywhere(slurm, mlflow_server, tmp_path):
     ("hydra.launcher.partition=nosuchpartition", "no SLURM partition 'nosuchpartition'; available: debug"),
     ("data.root=/nonexistent", "dataset 'mnist' not found at /nonexistent/MNIST/raw"),
 ])
-def test_bad_cluster_input_is_one_line_before_anything_is_queued(slurm, tmp_path, override, message):
-    name = job_name()
+def test_bad_cluster_input_is_one_line_before_anything_is_queued(slurm, tmp_path, name, override, message):
     res = asym_train(tmp_path, "-m", "model=SGD", "dataset=mnist" if "data.root" in override else "dataset=digits",
                      *SLURM, f"hydra.launcher.name={name}", override, f"tracking.uri=sqlite:///{tmp_path}/m.db",
                      f"output_root={tmp_path}/runs")
@@ -463,8 +470,7 @@ class TestSmallCluster:
         ("hydra.launcher.gpus_per_node=1", "hydra.launcher.gpus_per_node=1 but partition debug has no GPUs"),
         ("hydra.launcher.cpus_per_task=64", "hydra.launcher.cpus_per_task=64 but partition debug's nodes have at most"),
     ])
-    def test_a_request_over_a_limit_is_one_line_before_anything_exists(self, tmp_path, override, message):
-        name = job_name()
+    def test_a_request_over_a_limit_is_one_line_before_anything_exists(self, tmp_path, name, override, message):
         res = asym_train(tmp_path, "-m", *DOZEN, *SLURM, "hydra.launcher.timeout_min=10", override,
                          f"hydra.launcher.name={name}", f"tracking.uri=sqlite:///{tmp_path}/m.db",
                          f"output_root={tmp_path}/runs")
@@ -473,11 +479,11 @@ class TestSmallCluster:
         assert list(tmp_path.iterdir()) == [], "no sweep directory, plan or MLflow store before the error"
         assert jobs_named(name) == set()
 
-    def test_a_dozen_runs_go_as_three_arrays_and_each_runs_exactly_once(self, mlflow_server, tmp_path):
-        exp, root, name = experiment(), tmp_path / "runs", job_name()
+    def test_a_dozen_runs_go_as_three_arrays_and_each_runs_exactly_once(self, mlflow_server, tmp_path, name):
+        exp, root = experiment(), tmp_path / "runs"
         res = asym(tmp_path, "asym-train", "-m", *DOZEN, *SLURM, "hydra.launcher.timeout_min=10",
                    f"hydra.launcher.name={name}", *tracking_args(mlflow_server, exp, root), check=True)
-        assert "submitted 12 runs as SLURM arrays" in res.stderr, res.stderr[-2000:]
+        assert "submitted 12 runs as SLURM arrays" in res.stdout + res.stderr, res.stderr[-2000:]
         doc = plan.read(sweep_dir(root))
         jobs = [doc["jobs"][str(e["num"])] for e in doc["runs"]]
         arrays = sorted({j.split("_")[0] for j in jobs})
@@ -502,8 +508,8 @@ class TestSmallCluster:
         ("unknown_constraint", "Batch job submission failed: Invalid feature specification"),
     ])
     def test_a_refused_submission_is_one_line_and_recorded_as_not_submitted(self, mlflow_server, tmp_path, monkeypatch,
-                                                                            how, reason):
-        exp, root, name = experiment(), tmp_path / "runs", job_name()
+                                                                            name, how, reason):
+        exp, root = experiment(), tmp_path / "runs"
         extra = []
         if how == "preflight_bypassed":  # the limits as a stock SLURM has them: one array of 12, which sbatch refuses
             real = cluster.read_cluster
@@ -541,24 +547,34 @@ def no_accounting(slurm):
 
 @pytest.fixture(scope="class")
 def ended_sweep(no_accounting, mlflow_server, tmp_path_factory):
-    """Four runs, two at a time: one finishes, one fails (no such device), one finishes, and the last is cancelled
-    while it waits — it never starts and leaves nothing behind. Returns once none of them is queued or running."""
+    """Four runs, two at a time: two on digits finish; two on a folder dataset whose images turn out unreadable when
+    its run loads them (the plan only lists files): the first fails, the last is cancelled while it waits — it never
+    starts and leaves nothing behind. Returns once the controller has forgotten them all (MinJobAge)."""
     tmp = tmp_path_factory.mktemp("no-accounting")
-    exp, root = experiment(), tmp / "runs"
-    asym(tmp, "asym-train", "-m", "model=SGD", "lr_mult=10,1", "train.device=cpu,cuda:99", "dataset=digits",
-         "train=demo", "train.epochs=1", *SLURM, "hydra.launcher.array_parallelism=2",
-         *tracking_args(mlflow_server, exp, root), check=True)
-    doc = plan.read(sweep_dir(root))
-    jobs = [doc["jobs"][str(e["num"])] for e in doc["runs"]]
-    subprocess.run(["scancel", jobs[3]], check=True)  # still pending behind the %2 limit
-    array = jobs[0].split("_")[0]
-    wait_until(lambda: subprocess.run(["squeue", "-h", "-r", "-j", array, "-t", "PENDING,RUNNING,COMPLETING",
-                                       "-o", "%i"], capture_output=True, text=True).stdout.strip() == "", 600,
-               "every task of the sweep to end")
-    wait_until(lambda: subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", array, "-o", "%i"],
-                                      capture_output=True, text=True).stdout.strip() == "", 120,
-               "the controller to forget the ended tasks (MinJobAge=2)")
-    return tmp, root, jobs
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp / "bad" / split / cls).mkdir(parents=True)
+            for i in range(2):
+                (tmp / "bad" / split / cls / f"{i}.png").write_bytes(secrets.token_bytes(200))
+    exp, root, name = experiment(), tmp / "runs", job_name()
+    try:
+        asym(tmp, "asym-train", "-m", f"dataset=digits,folder:{tmp / 'bad'}", "lr_mult=10,1", "model=SGD",
+             "train=demo", "train.epochs=1", *SLURM, "hydra.launcher.array_parallelism=2", f"hydra.launcher.name={name}",
+             *tracking_args(mlflow_server, exp, root), check=True)
+        doc = plan.read(sweep_dir(root))
+        jobs = [doc["jobs"][str(e["num"])] for e in doc["runs"]]
+        assert [e["run"]["dataset"] for e in doc["runs"]][:2] == ["digits", "digits"]
+        subprocess.run(["scancel", jobs[3]], check=True)  # still pending behind the %2 limit
+        array = jobs[0].split("_")[0]
+        wait_until(lambda: subprocess.run(["squeue", "-h", "-r", "-j", array, "-t", "PENDING,RUNNING,COMPLETING",
+                                           "-o", "%i"], capture_output=True, text=True).stdout.strip() == "", 600,
+                   "every task of the sweep to end")
+        wait_until(lambda: subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", array, "-o", "%i"],
+                                          capture_output=True, text=True).stdout.strip() == "", 120,
+                   "the controller to forget the ended tasks (MinJobAge=2)")
+        yield tmp, root, jobs
+    finally:  # a failed wait leaves nothing running
+        subprocess.run(["scancel", "-n", name], capture_output=True)
 
 
 def status_counts(out: str) -> dict[str, int]:
@@ -579,9 +595,11 @@ class TestNoAccounting:
         counts = status_counts(res.stdout)
         assert (counts["finished"], counts["failed"], counts["lost"], counts["queued"], counts["running"]) == \
             (2, 1, 1, 0, 0), res.stdout
-        assert res.stdout.count("sweep ") == 1, "--watch ended at once: nothing is queued or running"
-        assert f"SLURM {jobs[1]}: FAILED: RuntimeError: run Digits · SGD · lr×10 failed" in res.stdout
-        assert f"SLURM {jobs[3]}: LOST" in res.stdout and "submitit's job files (sacct:" in res.stdout
+        assert sum(line.startswith("sweep ") for line in res.stdout.splitlines()) == 1, \
+            "--watch ended at once: nothing is queued or running"
+        assert f"SLURM {jobs[2]}: FAILED: asym.data.sources.DatasetIncomplete: " in res.stdout, res.stdout
+        assert "unreadable image" in res.stdout
+        assert f"SLURM {jobs[3]}: LOST)" in res.stdout and "submitit's job files (sacct:" in res.stdout
 
     def test_status_without_the_sacct_binary(self, ended_sweep, tmp_path):
         """PATH with squeue (and asym-status's Python) but no sacct: the same answer, from squeue and the files."""
