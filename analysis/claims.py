@@ -28,7 +28,8 @@ SUPPORTED, CONTRADICTED, UNDETERMINED = "supported", "contradicted", "not enough
 # A per-dataset statement about the general case is supported when it holds on at least 4 of 5 datasets:
 # the paper itself reads its tables this way ("apparently it does not perform well on most datasets").
 SUPPORT_SHARE = Fraction(4, 5)
-# "Similar" / "do not matter": within the paper's own highlight margin (3 pp, GUIDE item 10) plus our seed noise.
+# "Similar" / "do not matter": within the paper's own highlight margin (3 pp, protocol decision 10 in
+# docs/protocol.md) plus our seed noise.
 SIMILAR = MARGIN
 # A decline with p: Spearman ρ of error against p over the 5 columns p = 0, 25, 50, 75, 100 %. One swap of
 # neighbours gives ρ = 0.9, two 0.8; at 0.7 a rise with p is still the main trend.
@@ -44,7 +45,8 @@ RHO_SMALL = -0.3
 MIN_DATASETS_RHO = 4
 
 CHANCE = {d.title: 100.0 * (1 - 1 / d.num_classes) for d in DATASETS.values()}  # error of a constant guess, %
-# Training-set sizes (images; TIMIT: frames) from Section 5's protocols (GUIDE item 12); iCub's is not stated.
+# Training-set sizes (images; TIMIT: frames) from Section 5's protocols (protocol decision 12 in docs/protocol.md);
+# iCub's is not stated.
 TRAIN_SIZE = {"MNIST": 60000, "CIFAR": 50000, "CIFAR100": 50000, "SVHN": 73257, "STL10": 5000,
               "Cal101": 102 * 30, "Cal256-101": 102 * 30, "Flowers17": 17 * 40, "Flowers102": 102 * 10,
               "PubFig83-ID": 80 * 85, "SUFR-W-ID": 80 * 10, "LFW-ID": 80 * 10, "Scene67": 67 * 80,

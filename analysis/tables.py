@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 
 from asym import tracking
-from asym.data import DATASETS, PAPER_DATASETS, info
-from asym.models import parse_model
+from asym.data import DATASETS, PAPER_DATASETS, info, labels
+from asym.labels import parse_model
 from asym.protocol import SELECTIONS, procedures_for
 from asym.train import BEST_ERROR as BEST
 from asym.train import SELECTED_ERROR, SELECTED_HOLDOUT_ERROR
 
-MARGIN = 3.0                                 # GUIDE item 10: highlight at ≥ 3 percentage points from SGD
+MARGIN = 3.0                                 # highlight at ≥ 3 pp from SGD: protocol decision 10 (docs/protocol.md)
 WORSE, BETTER, SAME = "worse", "better", ""  # yellow, blue, plain
 COMPARE_ROW = {"Digits": "MNIST"}            # the demo set runs the MNIST net: compared with the paper's MNIST row
 NOISE_SE = 2.0                               # a difference within 2 standard errors is not told apart from noise
@@ -124,13 +124,23 @@ def highlight(value: float, sgd: float) -> str:
     return WORSE if diff >= MARGIN else BETTER if diff <= -MARGIN else SAME
 
 
-def dataset_title(name: str) -> str:
-    """A dataset's row: the paper's label, or a user dataset's short readable name (its file or folder stem,
-    as in its MLflow run name) — the same in tables, status, figures and run names."""
+def dataset_rows(runs: pd.DataFrame) -> list:
+    """Each run's table row: the paper's label of a registry dataset; a user dataset's stem, told apart from any
+    other dataset of these runs with the same label — another file (``v1/feat``, ``v2/feat``) or the same path
+    with other content (``feat (1a2b3c4d)``, by the runs' ``dataset_id`` tag) — by ``asym.data.labels``."""
+    ids = runs[tracking.DATASET_ID_TAG] if tracking.DATASET_ID_TAG in runs else [None] * len(runs)
+    keys = [(d, i if isinstance(i, str) else None) if isinstance(d, str) else None for d, i in zip(runs["dataset"], ids)]
+    known = [k for k in keys if k is not None and _known(k[0])]
+    named = labels(known)
+    return [named[k] if k in named else (k[0] if k else None) for k in keys]
+
+
+def _known(name: str) -> bool:
     try:
-        return info(name).title
+        info(name)
+        return True
     except ValueError:
-        return name
+        return False
 
 
 ROW_ORDER = [DATASETS[n].title for n in PAPER_DATASETS]
@@ -149,7 +159,7 @@ def load_runs(uri: str | None = None, experiment: str = tracking.DEFAULT_EXPERIM
     out["seed"] = pd.to_numeric(out["seed"], errors="coerce").fillna(0).astype(int)
     out["freeze"] = out["freeze"].fillna("none")
     out["procedure"] = out["procedure"].fillna("standard")
-    out["row"] = out["dataset"].map(lambda d: dataset_title(d) if isinstance(d, str) else d)
+    out["row"] = dataset_rows(out)
     out["protocol_hash"] = out["protocol_hash"].fillna(UNTAGGED)
     return out
 

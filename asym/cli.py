@@ -71,7 +71,7 @@ def fail(msg: str) -> None:
 
 def run_dir(cfg: DictConfig, run, protocol: dict) -> Path:
     """Deterministic per run (not timestamped), so a relaunch finds its checkpoint."""
-    from .models import parse_model
+    from .labels import parse_model
     h = tracking.config_hash(asdict(run), protocol)
     label = parse_model(run.model).label.replace("+", "_")
     return Path(to_absolute_path(cfg.output_root)) / run.dataset.replace(":", "_").replace("/", "_") / label / \

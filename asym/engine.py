@@ -27,7 +27,8 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # Protocol.amp →
 
 @torch.no_grad()
 def calibrate_batchnorm(net: nn.Module, x_train: torch.Tensor, rng: torch.Generator, proto: Protocol) -> None:
-    """GUIDE item 4: forward ``bn_batches`` training batches, EMA of batch mean/std from the first."""
+    """Forward ``bn_batches`` training batches, EMA of batch mean/std from the first: protocol decision 4
+    (docs/protocol.md)."""
     bns = batchnorm_layers(net)
     if not bns:
         return

@@ -7,20 +7,16 @@ the same device type draws exactly the same V sequence as an uninterrupted one (
 continues with a stream seeded from that state: ``Feedback.generator``).
 
 Batchwise strategies (brSF, brSF-p) redraw on every training-mode call, i.e. once per mini-batch;
-fixed ones (frSF, frSF-p, RndF) draw once, at construction. sign(0) = +1 (GUIDE item 2).
+fixed ones (frSF, frSF-p, RndF) draw once, at construction. sign(0) = +1 (protocol decision 2 in docs/protocol.md).
 """
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-RNDF_STD = 0.05  # paper: sigma chosen to be 0.05 in all experiments
-FEEDBACK_MODES = ("bp", "usf", "nusf", "brsf", "frsf", "rndf")
-_MODE_RE = re.compile(r"^(bp|usf|nusf|brsf|frsf|rndf)(?:-p(\d{1,3}))?$")
+from .labels import FEEDBACK_MODES, RNDF_STD, FeedbackSpec  # noqa: F401  (the modes' vocabulary)
 
 
 def sign(w: torch.Tensor) -> torch.Tensor:
@@ -31,34 +27,6 @@ def sign(w: torch.Tensor) -> torch.Tensor:
 def fan_in(weight: torch.Tensor) -> int:
     """kh·kw·C_in for a conv weight, in_features for a linear one."""
     return weight[0].numel()
-
-
-@dataclass(frozen=True)
-class FeedbackSpec:
-    """A parsed feedback mode: ``mode`` in FEEDBACK_MODES, ``flip`` = sign-flip probability in [0, 1]."""
-
-    mode: str = "bp"
-    flip: float = 0.0
-
-    @classmethod
-    def parse(cls, text: "str | FeedbackSpec") -> "FeedbackSpec":
-        if isinstance(text, FeedbackSpec):
-            return text
-        m = _MODE_RE.match(str(text).lower())
-        if not m:
-            raise ValueError(
-                f"unknown feedback mode {text!r}: expected one of {', '.join(FEEDBACK_MODES)}, "
-                "or brsf-p<P>/frsf-p<P> with P a sign-flip percentage (e.g. brsf-p25)")
-        mode, p = m.group(1), m.group(2)
-        if p is not None and mode not in ("brsf", "frsf"):
-            raise ValueError(f"feedback {text!r}: only brsf and frsf take a -p<P> sign-flip suffix")
-        if p is not None and int(p) > 100:
-            raise ValueError(f"feedback {text!r}: P is a percentage in 0..100")
-        return cls(mode, int(p) / 100 if p is not None else 0.0)
-
-    @property
-    def name(self) -> str:
-        return f"{self.mode}-p{round(self.flip * 100)}" if self.flip else self.mode
 
 
 class Feedback(nn.Module):

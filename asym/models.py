@@ -1,92 +1,22 @@
-"""Model labels (the paper's table columns) and the Table 1 networks.
+"""The Table 1 networks, built for a model label (``asym.labels``: the paper's table columns).
 
-A label is ``+``-joined tokens, e.g. ``uSF+BN+BM3`` or ``brSF-p50+BN+BM``:
-  feedback  uSF | NuSF | brSF | frSF | brSF-p<P> | frSF-p<P> | RndF   (none: symmetric BP)
-  BN        batch normalisation (learnable scale/shift only in the symmetric ``BN`` / ``BN+BM``)
-  BM[1-3]   Batch Manhattan setting (BM = BM1; none: setting 0, SGD)
-  SGD       alone: plain SGD with momentum and weight decay
+The label grammar and ``parse_model`` live in the torch-free ``asym.labels``, Table 1's rows in
+``asym.archs``; both are re-exported here, where a network is built from them.
 """
 from __future__ import annotations
-
-import re
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .feedback import FeedbackSpec
+from .archs import ARCHS, input_shape, layer_width
+from .labels import FREEZE_CHOICES, LABEL_GRAMMAR, ModelSpec, parse_model  # noqa: F401  (re-exported)
 from .nn import AsymConv2d, AsymLinear
 
-_FEEDBACK_LABELS = {"usf": "uSF", "nusf": "NuSF", "brsf": "brSF", "frsf": "frSF", "rndf": "RndF"}
-_FEEDBACK_RE = re.compile(r"^(uSF|NuSF|brSF|frSF|RndF)(?:-p(\d{1,3}))?$")
-_BM_RE = re.compile(r"^BM([123])?$")
-LABEL_GRAMMAR = ("[uSF|NuSF|brSF|frSF|brSF-p<P>|frSF-p<P>|RndF][+BN][+BM|+BM1|+BM2|+BM3], or SGD "
-                 "(e.g. 'uSF+BN+BM', 'brSF-p50+BN+BM', 'RndF+BN', 'BM2')")
-FREEZE_CHOICES = ("none", "bottom", "top")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """An experimental condition: how feedback, normalisation and the update rule are set."""
-
-    feedback: str = "bp"        # a feedback mode of asym.feedback
-    flip: float = 0.0           # sign-flip probability p of the -p variants
-    batchnorm: bool = False
-    bn_affine: bool = False     # learnable BN scale/shift (only the symmetric BN models)
-    setting: int = 0            # Batch Manhattan setting, 0 = SGD
-
-    @property
-    def feedback_name(self) -> str:
-        return FeedbackSpec(self.feedback, self.flip).name
-
-    @property
-    def label(self) -> str:
-        """The canonical label: ``BM1`` is written ``BM`` and ``brSF-p0`` is ``brSF``."""
-        parts = []
-        if self.feedback != "bp":
-            fb = _FEEDBACK_LABELS[self.feedback]
-            parts.append(f"{fb}-p{round(self.flip * 100)}" if self.flip else fb)
-        if self.batchnorm:
-            parts.append("BN")
-        if self.setting:
-            parts.append("BM" if self.setting == 1 else f"BM{self.setting}")
-        return "+".join(parts) or "SGD"
-
-
-def parse_model(label: "str | ModelSpec") -> ModelSpec:
-    """Parse a table column label such as ``uSF+BN+BM3`` into a ModelSpec; ValueError if unknown."""
-    if isinstance(label, ModelSpec):
-        return label
-
-    def bad(why: str) -> ValueError:
-        return ValueError(f"unknown model label {label!r} ({why}); grammar: {LABEL_GRAMMAR}")
-
-    tokens = str(label).strip().split("+")
-    if tokens == ["SGD"]:
-        return ModelSpec()
-    feedback, flip, batchnorm, setting = "bp", 0.0, False, 0
-    for i, tok in enumerate(tokens):
-        fb, bm = _FEEDBACK_RE.match(tok), _BM_RE.match(tok)
-        if fb and i == 0:
-            feedback = fb.group(1).lower()
-            if fb.group(2) is not None:
-                if feedback not in ("brsf", "frsf"):
-                    raise bad("only brSF and frSF take -p<P>")
-                if int(fb.group(2)) > 100:
-                    raise bad("P is a percentage")
-                flip = int(fb.group(2)) / 100
-        elif tok == "BN" and not batchnorm and not setting:
-            batchnorm = True
-        elif bm and not setting:
-            setting = int(bm.group(1) or 1)
-        else:
-            raise bad(f"unexpected {tok!r}")
-    return ModelSpec(feedback, flip, batchnorm, batchnorm and feedback == "bp", setting)
 
 
 class PaperBatchNorm(nn.Module):
-    """Batch normalisation with the paper's test statistics (GUIDE item 4).
+    """Batch normalisation with the paper's test statistics (protocol decision 4 in docs/protocol.md).
 
     Training mode normalises with the batch mean and std. ``calibrating`` mode does the same and
     updates an exponential moving average (α) of batch mean and std, started from the first batch.
@@ -134,35 +64,11 @@ class PadRightBottom(nn.Module):
         return F.pad(x, (0, 1, 0, 1))
 
 
-# Table 1, as (kind, args) rows; "C" = conv (out, k, stride, pad), "F" = FC (out), pools (k, stride)
-ARCHS = {
-    "mnist": dict(input=(1, 28, 28), layers=[("C", 20, 5, 1, 0), ("max", 2, 2), ("C", 50, 5, 1, 0),
-                                             ("max", 2, 2), ("F", 500), ("F", "classes")]),
-    "cifar": dict(input=(3, 32, 32), layers=[("C", 32, 5, 1, 2), ("maxpad", 3, 2), ("C", 64, 5, 1, 2),
-                                             ("avgpad", 3, 2), ("C", 64, 5, 1, 2), ("avgpad", 3, 2),
-                                             ("F", 128), ("F", "classes")]),
-    "svhn": dict(input=(3, 32, 32), layers=[("C", 20, 5, 1, 0), ("max", 2, 2), ("C", 512, 7, 1, 0),
-                                            ("max", 2, 2), ("F", 40), ("F", "classes")]),
-    "timit": dict(input=(1845,), layers=[("F", 512), ("F", 256), ("F", "classes")]),
-    "default119": dict(input=(3, 119, 119), layers=[("C", 48, 9, 2, 0), ("max", 2, 2), ("C", 128, 5, 1, 0),
-                                                    ("max", 2, 2), ("F", "max(256,3c)"), ("F", "2c"),
-                                                    ("F", "classes")]),
-}
-
-
-def _width(w, classes: int) -> int:
-    return {"classes": classes, "max(256,3c)": max(256, 3 * classes), "2c": 2 * classes}.get(w, w)
-
-
-def input_shape(arch: str) -> tuple:
-    return ARCHS[arch]["input"]
-
-
 def build_network(arch: str, num_classes: int, model: "str | ModelSpec" = "SGD", freeze: str = "none",
                   seed: int = 0, in_features: int | None = None) -> nn.Sequential:
     """A Table 1 network for ``model``: weights initialised and feedback drawn from ``seed``.
 
-    Every Conv/FC except the output layer is followed by [BN] and ReLU (GUIDE item 4).
+    Every Conv/FC except the output layer is followed by [BN] and ReLU (protocol decision 4 in docs/protocol.md).
     ``freeze``: ``bottom`` clamps the last layer at its random init, ``top`` clamps all layers before it.
     ``in_features`` replaces the MLP's 1845 inputs (user feature sets on the ``timit`` arch).
     """
@@ -192,7 +98,7 @@ def build_network(arch: str, num_classes: int, model: "str | ModelSpec" = "SGD",
                     flat = channels * size * size if size else channels
                     if size:
                         layers.append(nn.Flatten())
-                out = _width(row[1], num_classes)
+                out = layer_width(row[1], num_classes)
                 layers.append(AsymLinear(flat, out, feedback=fb, feedback_seed=seed * 1000 + weighted))
                 flat = out
             else:

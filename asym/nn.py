@@ -1,8 +1,8 @@
 """Asymmetric backpropagation layers: the forward uses W, the input-gradient uses the feedback V.
 
 One autograd Function per layer type. Weight and bias gradients are exactly backprop's (they do not
-depend on W), so only the signal sent to the layer below changes (GUIDE item 1). The conv backward is
-ONE ``aten.convolution_backward`` call with V in the weight slot, so it costs what plain BP costs.
+depend on W), so only the signal sent to the layer below changes (protocol decision 1 in docs/protocol.md). The conv
+backward is ONE ``aten.convolution_backward`` call with V in the weight slot, so it costs what plain BP costs.
 
 Inside ``torch.autocast`` the forward runs in the low precision as ``nn.Linear``/``nn.Conv2d`` do; the
 backward computes in that same dtype (the saved input and V cast to it, as autocast cast them in the

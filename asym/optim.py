@@ -1,4 +1,4 @@
-"""Batch Manhattan (paper Section 3, GUIDE item 5): w ← w + η·τ.
+"""Batch Manhattan (paper Section 3; protocol decision 5 in docs/protocol.md): w ← w + η·τ.
 
   setting 0 (SGD): τ = −g + m·τ − d·w
   setting 1 (BM):  τ = −sign(g) + m·τ − d·w
@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-MOMENTUM = 0.9
-WEIGHT_DECAY = 5e-4  # MatConvNet's default; the paper states none
+from .protocol import MOMENTUM, WEIGHT_DECAY
 
 
 class BatchManhattan(Optimizer):

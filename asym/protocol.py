@@ -1,4 +1,5 @@
-"""The paper's training protocol and study design (Section 5, GUIDE items 6–9): one place for each fact.
+"""The paper's training protocol and study design (Section 5; protocol decisions 6–9 in docs/protocol.md): one place
+for each fact.
 
 ``Protocol`` is the schedule, ``RunSpec`` one point of the study; the lists below say which points
 exist (the lr multipliers, the two procedures of ``uSF+BM``, the models clamped in Exp. C2). Sweeps,
@@ -9,21 +10,23 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from .models import FREEZE_CHOICES, parse_model
-from .optim import MOMENTUM, WEIGHT_DECAY
+from .labels import FREEZE_CHOICES, parse_model
 
-LR_MULTIPLIERS = (100, 10, 1, 0.1, 0.01)       # GUIDE item 6: every model runs at each
-PROCEDURES = ("standard", "large_batch")       # large_batch: batch 100 for 3 epochs, then 500 (GUIDE item 8)
+LR_MULTIPLIERS = (100, 10, 1, 0.1, 0.01)       # every model runs at each: protocol decision 6 (docs/protocol.md)
+PROCEDURES = ("standard", "large_batch")       # large_batch: batch 100 for 3 epochs, then 500 (protocol decision 8)
 TWO_PROCEDURE_MODELS = ("uSF+BM",)             # the only model the paper runs with both procedures
 CLAMPED_MODELS = ("SGD", "RndF", "RndF+BN+BM", "uSF+BN+BM")  # Exp. C2 (Table 4): run with freeze=bottom|top
 AMP_CHOICES = ("none", "bf16", "fp16")         # train.amp: mixed precision (changes the numbers; none = the paper)
 SELECT_ON_CHOICES = ("test", "val")            # train.select_on: test = the paper's choice of lr and epoch
+MOMENTUM = 0.9                                 # m of every update setting (Section 3)
+WEIGHT_DECAY = 5e-4                            # d: MatConvNet's default; the paper states none
 SELECTIONS = {"test": "selected on the test split (the paper)",   # lr and epoch; how tables and status say it
               "val": "selected on a holdout of the training split (train.val_fraction)"}
 
 
 def procedures_for(model: str, freeze: str = "none") -> tuple[str, ...]:
-    """The procedures the paper runs for ``model``; a cell takes the best of them (GUIDE item 8)."""
+    """The procedures the paper runs for ``model``; a cell takes the best of them (protocol decision 8 in
+    docs/protocol.md)."""
     two = parse_model(model).label in TWO_PROCEDURE_MODELS and freeze == "none"
     return PROCEDURES if two else ("standard",)
 
@@ -38,7 +41,7 @@ class Protocol:
     base_lr: float = 5e-4
     momentum: float = MOMENTUM
     weight_decay: float = WEIGHT_DECAY
-    bn_batches: int = 20        # training batches forwarded for BN test statistics (GUIDE item 4)
+    bn_batches: int = 20        # training batches forwarded for BN test statistics (protocol decision 4)
     bn_alpha: float = 0.05
     large_batch_size: int = 500
     large_batch_after: int = 3

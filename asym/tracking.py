@@ -37,14 +37,32 @@ PREFERENCE = ("finished", "diverged", "running", INTERRUPTED, FAILED)  # which r
 MLFLOW_STATUS = {FAILED: "FAILED", INTERRUPTED: "KILLED"}  # status tag → MLflow's run status (else FINISHED)
 SUMMARY_METRICS = (BEST_ERROR, BEST_EPOCH, SELECTED_EPOCH, SELECTED_HOLDOUT_ERROR, SELECTED_ERROR)
 RUN_DIR_FILE = "result.json"
+DATASET_ID_TAG = "dataset_id"  # the content identity of the run's data (protocol decision 18, docs/protocol.md)
 
 
 def config_hash(run: dict, protocol: dict) -> str:
-    """Stable hash of what defines a run's numbers (not device, threads, or where it is tracked)."""
-    from .models import parse_model
+    """Stable hash of what defines a run's numbers (not device, threads, or where it is tracked).
+
+    A user dataset's (``npz:``/``folder:``) content identity is part of it (``dataset_id``): another file under
+    the same name is another run. The registry's datasets keep the paper's hashes (their identity is recorded
+    on each run's MLflow dataset input and in its result.json, protocol decision 18)."""
+    from .labels import parse_model
     key = {**{k: run[k] for k in RUN_TAGS}, "model": parse_model(run["model"]).label,
            "lr_mult": float(run["lr_mult"]), "protocol": dict(sorted(identity(protocol).items()))}
+    data_id = dataset_id(run)
+    if data_id is not None:
+        key[DATASET_ID_TAG] = data_id
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dataset_id(run: dict) -> str | None:
+    """The content identity (``asym.data.identity``) that enters a run's config hash: the recorded one
+    (``run["dataset_id"]``, e.g. from a result.json) or the files' as they are now, for user data only;
+    None for the registry's datasets."""
+    from .data import identity, is_user
+    if not is_user(run["dataset"]):
+        return None
+    return run.get(DATASET_ID_TAG) or identity(run["dataset"]).digest
 
 
 def protocol_hash(protocol: dict) -> str:
@@ -59,11 +77,13 @@ def group_hash(member_hashes: list[str]) -> str:
     return hashlib.sha256(",".join(member_hashes).encode()).hexdigest()[:16]
 
 
-def run_name(run: dict) -> str:
-    """Readable name shown in the MLflow UI, e.g. ``CIFAR · uSF+BN+BM · lr×10``."""
-    from .data import info
-    from .models import parse_model
-    parts = [info(run["dataset"]).title, parse_model(run["model"]).label, f"lr×{float(run['lr_mult']):g}"]
+def run_name(run: dict, others=()) -> str:
+    """Readable name shown in the MLflow UI, e.g. ``CIFAR · uSF+BN+BM · lr×10``. The dataset part is its label
+    (``asym.data.labels``) among ``others`` — the (dataset, dataset_id) pairs it must be told apart from."""
+    from .data import labels
+    from .labels import parse_model
+    key = (run["dataset"], run.get(DATASET_ID_TAG))
+    parts = [labels([key, *others])[key], parse_model(run["model"]).label, f"lr×{float(run['lr_mult']):g}"]
     if run.get("freeze", "none") != "none":
         parts.append(run["freeze"])
     if run.get("procedure", "standard") != "standard":
@@ -127,7 +147,7 @@ def runs_table(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
     df = runs_frame(uri, experiment)
     if df is None or df.empty:
         return None
-    cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG, PROTOCOL_TAG, SELECT_ON_TAG)}
+    cols = {f"tags.{k}": k for k in (*RUN_TAGS, STATUS_TAG, HASH_TAG, PROTOCOL_TAG, SELECT_ON_TAG, DATASET_ID_TAG)}
     cols.update({f"metrics.{k}": k for k in SUMMARY_METRICS})
     out = df.reindex(columns=[*cols, "run_id"]).rename(columns=cols).reset_index(drop=True)
     out[SELECT_ON_TAG] = out[SELECT_ON_TAG].fillna("test")  # runs from before the option: the paper's selection
@@ -195,6 +215,9 @@ class RunTracker:
     def __init__(self, uri: str | None, experiment: str, run: dict, protocol: dict, params: dict):
         self.uri, self.experiment = uri, experiment
         self.run, self.protocol, self.params = run, protocol, params
+        data_id = dataset_id(run)  # computed once: a user dataset's identity costs a scan or a hash
+        if data_id is not None:
+            self.run = run = {**run, DATASET_ID_TAG: data_id}
         self.hash = config_hash(run, protocol)
         self.run_id: str | None = None
         self.ok = True
@@ -230,11 +253,14 @@ class RunTracker:
             else:
                 exp_id = ensure_experiment(self.uri, self.experiment)
                 tags = {k: str(self.run[k]) for k in RUN_TAGS}
-                from .models import parse_model
+                from .labels import parse_model
                 tags.update({"model": parse_model(self.run["model"]).label, HASH_TAG: self.hash,
                              STATUS_TAG: "running", COMMIT_TAG: git_commit or "unknown"})
                 tags.update(view_tags(self.run, self.protocol))  # the description, tables, protocol_hash
-                self.run_id = c.create_run(exp_id, run_name=run_name(self.run), tags=tags).info.run_id
+                if self.run.get(DATASET_ID_TAG):
+                    tags[DATASET_ID_TAG] = self.run[DATASET_ID_TAG]
+                name = run_name(self.run, same_label_datasets(c, exp_id, self.run["dataset"]))
+                self.run_id = c.create_run(exp_id, run_name=name, tags=tags).info.run_id
                 from mlflow.entities import Param
                 c.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in self.params.items()])
         self._guard("starting the run", start)
@@ -259,12 +285,18 @@ class RunTracker:
             self._guard("stopping system metrics", monitor.finish)
 
     def log_dataset(self, ds) -> None:
-        """The run's dataset as an MLflow dataset input (the UI's Dataset column): name, a digest of the
-        prepared tensors, its source. Call once the run is started, with the ``TensorData`` it trains on."""
+        """The run's dataset as an MLflow dataset input (the UI's Dataset column): name, digest, source, and its
+        identity, duplicates and test∩train count as dataset tags (``dataset_input``); the identity also as the
+        run's ``dataset_id`` tag. Call once the run is started, with the ``TensorData`` it trains on."""
         if self.run_id:
             root = str(Path(str(self.params.get("data.root", "data"))).resolve())
-            self._guard("logging the dataset", lambda: client(self.uri).log_inputs(
-                self.run_id, datasets=[dataset_input(self.run["dataset"], ds, root)]))
+
+            def log():
+                c = client(self.uri)
+                c.log_inputs(self.run_id, datasets=[dataset_input(self.run["dataset"], ds, root)])
+                if (ds.record or {}).get("identity"):
+                    c.set_tag(self.run_id, DATASET_ID_TAG, ds.record["identity"])
+            self._guard("logging the dataset", log)
 
     def log_epoch(self, record: dict) -> None:
         if self.run_id:
@@ -297,8 +329,8 @@ def view_tags(run: dict, protocol: dict) -> dict:
 def describe_model(label: str) -> str:
     """One line that explains a model label in words, from its parse, e.g. ``uSF+BN+BM: feedback V = sign(W);
     batch normalisation without affine; Batch Manhattan setting 1``."""
-    from .feedback import RNDF_STD
-    from .models import parse_model
+    from .labels import RNDF_STD
+    from .labels import parse_model
     spec = parse_model(label)
     every = "redrawn every mini-batch" if spec.feedback == "brsf" else "drawn once"
     if spec.feedback in ("brsf", "frsf") and spec.flip:
@@ -332,7 +364,13 @@ _DIGESTS: dict[int, tuple] = {}  # id(x_train) → (weak reference, digest): a r
 
 
 def dataset_digest(ds) -> str:
-    """sha256 (first 8 hex digits, MLflow's length) of the prepared train/test tensors."""
+    """The MLflow dataset digest (8 hex digits, MLflow's length) of what a run trains on: from the data's
+    prepared-cache key (its content identity, protocol version, seed, input size) and its holdout, for data
+    ``asym.data.load`` prepared; else sha256 of the train/test tensors."""
+    record = getattr(ds, "record", None) or {}
+    if record.get("key"):
+        holdout = (getattr(ds, "holdout", None) or {}).get("digest", "")
+        return hashlib.sha256(f"{record['key']}|{holdout}".encode()).hexdigest()[:8]
     seen = _DIGESTS.get(id(ds.x_train))
     if seen is not None and seen[0]() is ds.x_train:
         return seen[1]
@@ -358,7 +396,28 @@ def dataset_input(name: str, ds, root: str):
                "input_shape": list(ds.x_train.shape[1:])}
     dataset = Dataset(name=name if ":" not in name else meta.title, digest=dataset_digest(ds), source_type=source_type,
                       source=json.dumps(source), profile=json.dumps(profile))
-    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])
+    record = getattr(ds, "record", None) or {}
+    tags = [InputTag("mlflow.data.context", "train")]
+    tags += [InputTag(k, str(record[k])) for k in DATASET_INPUT_TAGS if k in record]
+    return DatasetInput(dataset, tags=tags)
+
+
+# what asym.data.load records about the data (TensorData.record), as MLflow dataset-input tags: the content identity
+# and its file count, test images also in training, exact duplicates collapsed (protocol decisions 17, 18)
+DATASET_INPUT_TAGS = ("identity", "files", "test_in_train", "duplicates_collapsed", "duplicates_across_classes")
+
+
+def same_label_datasets(c, experiment_id: str, dataset: str) -> list[tuple[str, str | None]]:
+    """The (dataset, dataset_id) pairs of the experiment's runs on user data, so a new run's name tells its
+    dataset apart from theirs (``run_name``'s ``others``). Empty for a registry dataset (the paper's rows)."""
+    from .data import is_user
+    if not is_user(dataset):
+        return []
+    out = []
+    for kind in ("npz", "folder"):
+        for r in c.search_runs([experiment_id], filter_string=f"tags.dataset LIKE '{kind}:%'", max_results=50000):
+            out.append((r.data.tags.get("dataset"), r.data.tags.get(DATASET_ID_TAG)))
+    return out
 
 
 # ------------------------------------------------------------------------------- who may read and write
@@ -471,7 +530,10 @@ def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFA
         result = json.loads(path.read_text())
         if result.get("status") not in (*DONE, FAILED, INTERRUPTED):
             continue
-        tracker = RunTracker(uri, experiment, result["run"], result["protocol"], result.get("config", {}))
+        run = result["run"]
+        if (result.get("dataset") or {}).get("identity"):  # the identity it trained on, not the files' today
+            run = {**run, DATASET_ID_TAG: result["dataset"]["identity"]}
+        tracker = RunTracker(uri, experiment, run, result["protocol"], result.get("config", {}))
         found = tracker.existing()
         if not tracker.ok:
             raise RuntimeError(f"tracking server {resolve_uri(uri)} unreachable")

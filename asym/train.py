@@ -1,4 +1,5 @@
-"""The paper's protocol loop (Section 5, GUIDE items 4–8): one job of N ≥ 1 runs, with exact resume.
+"""The paper's protocol loop (Section 5; protocol decisions 4–8 in docs/protocol.md): one job of N ≥ 1 runs, with
+exact resume.
 
 ``train`` reads as the protocol: the untrained net is evaluated as epoch 0; each epoch sets every
 member's learning rate, trains on one ``randperm`` of the training split in mini-batches (uSF+BM's
@@ -30,7 +31,7 @@ from .protocol import PROCEDURES, Protocol, RunSpec  # noqa: F401  (re-exported:
 
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
 INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM; the checkpoint of its last finished epoch resumes it
-BEST_ERROR, BEST_EPOCH = "best_val_error", "best_epoch"  # a run's number (GUIDE item 7), in result.json and MLflow
+BEST_ERROR, BEST_EPOCH = "best_val_error", "best_epoch"  # a run's number (protocol decision 7), in result.json, MLflow
 # With train.select_on=val: the per-epoch error on the held-out part of the training split, and the run's number
 # chosen on it (the epoch of least holdout error, that error, and the test error at that epoch)
 HOLDOUT_ERROR = "holdout_error"
@@ -78,7 +79,8 @@ def measure(engine: Engine, data: TensorData) -> dict[str, list[float]]:
 
 
 def best_of(history: list[dict]) -> tuple[float | None, int | None]:
-    """(best val_error, its epoch) over ``history``: the paper's number for a run (GUIDE item 7)."""
+    """(best val_error, its epoch) over ``history``: the paper's number for a run (protocol decision 7 in
+    docs/protocol.md)."""
     scored = [(h["val_error"], h["epoch"]) for h in history if h.get("val_error") is not None]
     return min(scored) if scored else (None, None)
 
@@ -109,12 +111,15 @@ def git_commit() -> str | None:
 
 
 def make_result(run: RunSpec, proto: Protocol, history: list[dict], status: str, timings: dict,
-                config: dict | None = None, error: str | None = None, holdout: dict | None = None) -> dict:
-    """A run's record, as written to its ``result.json``; ``holdout``: what ``TensorData.hold_out`` recorded."""
+                config: dict | None = None, error: str | None = None, holdout: dict | None = None,
+                dataset: dict | None = None) -> dict:
+    """A run's record, as written to its ``result.json``; ``holdout``: what ``TensorData.hold_out`` recorded;
+    ``dataset``: what ``asym.data.load`` recorded (``TensorData.record``: identity, test∩train, duplicates)."""
     best, best_epoch = best_of(history)
     return {"run": asdict(run), "protocol": asdict(proto), "config": config or {}, "status": status,
             BEST_ERROR: best, BEST_EPOCH: best_epoch, "select_on": proto.select_on,
             **selected_of(history, proto.select_on), **({"holdout": holdout} if holdout else {}),
+            **({"dataset": dataset} if dataset else {}),
             "epochs": history, "timings": timings, "error": error, "version": __version__, "git_commit": git_commit()}
 
 
@@ -281,7 +286,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
                     if on_epoch:
                         on_epoch(k, rec)
 
-        if not state.histories[0]:  # epoch 0: the untrained net counts (GUIDE item 7)
+        if not state.histories[0]:  # epoch 0: the untrained net counts (protocol decision 7 in docs/protocol.md)
             engine.calibrate_batchnorm(data.x_train, proto)
             measured = measure(engine, data)
             commit({k: {"epoch": 0, **{key: errors[k] for key, errors in measured.items()},
@@ -295,7 +300,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         statuses = [FINISHED if s == RUNNING else s for s in state.statuses]
         timings["seconds"] = time.time() - t0
         results = [make_result(run, proto, state.histories[k], statuses[k], dict(timings), config,
-                               holdout=data.holdout)
+                               holdout=data.holdout, dataset=getattr(data, "record", None))
                    for k, run in enumerate(runs)]
     except (Exception, Interrupted) as e:  # one failure path: every member keeps the epochs it finished
         stop.deferring = True  # a second Ctrl-C must not cut the records short
@@ -307,7 +312,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
             history = state.histories[k] if state is not None else []
             write_json(out_dirs[k] / "result.json",
                        make_result(run, proto, history, status, dict(timings), config, f"{type(e).__name__}: {e}",
-                                   holdout=data.holdout))
+                                   holdout=data.holdout, dataset=getattr(data, "record", None)))
         raise
     finally:
         stop.__exit__()

@@ -19,7 +19,7 @@ import torch
 
 from asym.data import TensorData
 from asym.engine import Engine
-from asym.models import ARCHS
+from asym.archs import ARCHS
 from asym.protocol import Protocol, RunSpec
 
 BATCH = 100

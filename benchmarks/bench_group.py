@@ -24,7 +24,8 @@ from asym.protocol import Protocol, RunSpec
 
 BATCH = 100
 GROUP_SIZES = (5, 35)
-# training-split sizes of the paper's datasets (GUIDE item 12); a rough basis for the whole-paper estimate
+# training-split sizes of the paper's datasets (protocol decision 12 in docs/protocol.md); a rough basis for the
+# whole-paper estimate
 TRAIN_SIZES = {"mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257, "stl10": 5000,
                "caltech101": 102 * 30, "caltech256_101": 102 * 30, "icub": 6000, "flowers17": 17 * 60,
                "flowers102": 2040, "pubfig83": 80 * 85, "sufrw": 80 * 10, "lfw": 80 * 10, "scene67": 67 * 80,

@@ -21,7 +21,7 @@ PLAN_FILE = "runs.json"
 
 
 def _canonical(label: str) -> str:
-    from asym.models import parse_model
+    from asym.labels import parse_model
     try:
         return parse_model(label).label
     except ValueError:

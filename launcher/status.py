@@ -301,7 +301,7 @@ def selection_lines(runs: list[dict]) -> list[str]:
 
 def cell_of(run: dict) -> tuple:
     """A cell: (model, dataset, freeze); its runs are every lr multiplier, procedure and seed of it."""
-    from asym.models import parse_model
+    from asym.labels import parse_model
     return parse_model(run["model"]).label, run["dataset"], run.get("freeze", "none")
 
 

@@ -1,5 +1,5 @@
 """Real datasets: the per-class split rule on each dataset's real shape, ``asym-data status | download | prepare``,
-broken layouts, the cache's atomicity, the sweep preflight naming every missing dataset, the README's table.
+broken layouts, the cache's atomicity, the sweep preflight naming every missing dataset, docs/datasets.md's table.
 
 Downloads talk only to an HTTP server on 127.0.0.1 that the test starts, serving archives in the real
 sources' layouts; the URLs are pointed at it through torchvision's public class attributes (``CIFAR10.url``,
@@ -25,8 +25,8 @@ import pytest
 import torch
 
 from asym import data
-from asym.data import cli, remote, sources
-from layouts import CALTECH101_COUNTS, REAL_SHAPES, tiny_jpeg, write_class_tree, write_real_shape
+from asym.data import cli, readers, remote, sources
+from layouts import CALTECH101_COUNTS, REAL_SHAPES, distinct_png, tiny_jpeg, write_class_tree, write_real_shape
 from test_data import fake_cifar, fake_mnist, no_md5  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_caltech101_small_classes_load(tmp_path, monkeypatch):
     (The old loader kept only classes with ≥ 40 images and refused the dataset.)"""
     small = {c: n for c, n in CALTECH101_COUNTS.items() if n < 40}
     counts = {**small, "accordion": 55}
-    write_real_shape(tmp_path, "caltech101", tiny_jpeg(), counts)
+    write_real_shape(tmp_path, "caltech101", distinct_png, counts)
     monkeypatch.setitem(data.CLASS_PROTOCOLS, "caltech101", (len(counts), 30, 10))
     d = data.load("caltech101", tmp_path)
     assert d.x_train.shape == (30 * len(counts), 3, 119, 119)
@@ -155,12 +155,12 @@ def test_broken_layouts_are_incomplete_in_one_line(tmp_path, capsys, case):
 
 def test_unreadable_image_stops_prepare_and_writes_no_cache(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(data.CLASS_PROTOCOLS, "lfw", (2, 2, 1))
-    write_class_tree(tmp_path / "lfw", {"ann": 3, "bob": 3}, tiny_jpeg())
+    write_class_tree(tmp_path / "lfw", {"ann": 3, "bob": 3}, distinct_png)
     (tmp_path / "lfw" / "bob" / "image_0002.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     assert data.survey("lfw", tmp_path).state == "present"  # status lists files; only decoding finds this
     assert cli.main(["prepare", "lfw", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unreadable image" in err[0] and "bob/image_0002.jpg" in err[0]
+    assert len(err) == 1 and "cannot decode" in err[0] and "bob/image_0002.jpg" in err[0]
     assert not list((tmp_path / "cache").glob("*")) and data.cache_state("lfw", tmp_path) == "none"
 
 
@@ -170,7 +170,7 @@ def test_status_exit_codes_and_table(tmp_path, capsys):
     assert cli.main(["status", "digits", "--root", str(tmp_path)]) == 0
     assert cli.main(["status", "mnist", "digits", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert re.search(r"^mnist\s+missing\s+none\s+\S*MNIST/raw\s+—\s+standard 60k/10k", out, re.M)
+    assert re.search(r"^mnist\s+missing\s+none\s+—\s+\S*MNIST/raw\s+—\s+standard 60k/10k", out, re.M)
     assert "asym-data download mnist" in out and "1 of 2 datasets usable" in out
     fake_mnist(tmp_path)
     _timit(tmp_path)
@@ -180,7 +180,9 @@ def test_status_exit_codes_and_table(tmp_path, capsys):
         write_class_tree(mine / split, {"a": 2, "b": 2}, tiny_jpeg())
     assert cli.main(["status", "mnist", f"folder:{mine}", f"npz:{tmp_path / 'none.npz'}", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert re.search(rf"^folder:{re.escape(str(mine))}\s+present\s+none\s+\S+\s+2 classes, 4/4 images", out, re.M) and re.search(r"^npz:\S+\s+missing", out, re.M)
+    ident = data.identity(f"folder:{mine}").short
+    assert re.search(rf"^folder:{re.escape(str(mine))}\s+present\s+none\s+{ident}\s+\S+\s+2 classes, 4/4 images",
+                     out, re.M) and re.search(r"^npz:\S+\s+missing", out, re.M)
     # every dataset of the registry by default
     assert cli.main(["status", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
@@ -196,18 +198,26 @@ def test_status_bad_input_is_one_line(tmp_path, capsys):
     assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
-def test_a_current_cache_makes_a_dataset_usable_without_its_files(tmp_path, capsys):
-    fake_mnist(tmp_path)
-    assert data.cache_state("mnist", tmp_path) == "none"
-    data.load("mnist", tmp_path)
-    assert data.cache_state("mnist", tmp_path) == "current"
-    for f in (tmp_path / "MNIST" / "raw").iterdir():
+def test_a_cache_never_makes_a_dataset_usable_without_its_files(tmp_path, capsys):
+    """A cache answers only for the files it was built from: with those files gone (or another root's cache left
+    in the cache folder), the dataset is not usable, and no run trains on the cached tensors.
+    (The old key left data.root out: a cache in ~/.cache/asym made a built-in dataset "usable" with no files.)"""
+    fake_mnist(tmp_path / "a")
+    data.load("mnist", tmp_path / "a")
+    assert data.cache_state("mnist", tmp_path / "a") == "current"
+    s = data.survey("mnist", tmp_path / "b")  # another root: nothing there, the cache folder holds a's tensors
+    assert not s.usable and s.state == "missing" and s.cache == "stale"
+    with pytest.raises(data.DatasetMissing, match="not found"):
+        data.check_available("mnist", tmp_path / "b")
+    assert cli.main(["status", "mnist", "--root", str(tmp_path / "b")]) == 1
+    assert "0 of 1 datasets usable" in capsys.readouterr().out
+    for f in (tmp_path / "a" / "MNIST" / "raw").iterdir():  # its own files gone
         f.unlink()
-    s = data.survey("mnist", tmp_path)
-    assert s.state == "missing" and s.cache == "current" and s.usable
-    data.check_available("mnist", tmp_path)
-    assert data.load("mnist", tmp_path).x_train.shape == (30, 1, 28, 28)
-    assert data.cache_state("mnist", tmp_path, seed=1) == "stale"  # another seed's split is not this one
+    s = data.survey("mnist", tmp_path / "a")
+    assert s.state == "missing" and s.cache == "stale" and not s.usable
+    with pytest.raises(data.DatasetMissing):
+        data.load("mnist", tmp_path / "a")
+    assert data.cache_state("mnist", tmp_path / "a", seed=1) == "stale"  # another seed's split is not this one
 
 
 # ---------------------------------------------------------------- prepare
@@ -215,7 +225,7 @@ def test_a_current_cache_makes_a_dataset_usable_without_its_files(tmp_path, caps
 def test_prepare_twice_is_a_noop_the_second_time(tmp_path, capsys, monkeypatch):
     fake_mnist(tmp_path)
     monkeypatch.setitem(data.CLASS_PROTOCOLS, "lfw", (3, 4, 2))
-    write_class_tree(tmp_path / "lfw", {"ann": 5, "bob": 7, "cy": 6, "dee": 4}, tiny_jpeg())
+    write_class_tree(tmp_path / "lfw", {"ann": 5, "bob": 7, "cy": 6, "dee": 4}, distinct_png)
     args = ["prepare", "mnist", "lfw", "digits", "--root", str(tmp_path)]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
@@ -226,8 +236,8 @@ def test_prepare_twice_is_a_noop_the_second_time(tmp_path, capsys, monkeypatch):
 
     def fail(*a, **k):
         raise AssertionError("decoded again")
-    monkeypatch.setattr(sources, "_decode", fail)
-    monkeypatch.setattr(sources, "mnist", fail)
+    monkeypatch.setattr(readers, "_decode", fail)
+    monkeypatch.setattr(readers, "mnist", fail)
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("already prepared") == 3 and "3 classes, train 12, test 5" in out
@@ -257,6 +267,7 @@ def test_cache_is_written_atomically(tmp_path, monkeypatch):
     assert seen == [(True, True, False)] and data.cache_state("digits", cache=tmp_path) == "current"
 
     target.unlink()
+    target.with_suffix(".json").unlink()  # what prepare recorded beside it
 
     def broken(obj, f):
         Path(f).write_bytes(b"PK\x03\x04 half a file")
@@ -303,7 +314,9 @@ print(whole)
     assert "mnist: prepared" in res.stdout and "mine: prepared" in res.stdout and "2 classes, train 6, test 4" in res.stdout
     out, _ = reader.communicate(timeout=150)
     assert reader.returncode == 0 and int(out) > 3
-    assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".pt"]  # no temporary left behind
+    left = list((tmp_path / "cache").iterdir())
+    assert not [p for p in left if p.suffix not in (".pt", ".json")]  # no temporary left behind
+    assert {p.stem for p in left if p.suffix == ".json"} == {p.stem for p in left if p.suffix == ".pt"}  # + what it recorded
 
 
 # ---------------------------------------------------------------- download, against a local server
@@ -503,7 +516,7 @@ def test_remotes_come_from_torchvision_public_attributes():
                 remote.remotes(name)
 
 
-# ---------------------------------------------------------------- the sweep preflight, the README
+# ---------------------------------------------------------------- the sweep preflight, docs/datasets.md
 
 def test_preflight_names_every_missing_or_incomplete_dataset(tmp_path):
     write_real_shape(tmp_path, "lfw", counts={f"p{i}": 11 for i in range(10)})
@@ -518,18 +531,19 @@ def test_preflight_names_every_missing_or_incomplete_dataset(tmp_path):
     data.check_all([("digits", tmp_path, False)])
     fake_mnist(tmp_path)
     data.load("mnist", tmp_path, seed=3)
+    data.check_all([("mnist", tmp_path, False, 3)])
     for f in (tmp_path / "MNIST" / "raw").iterdir():
         f.unlink()
-    data.check_all([("mnist", tmp_path, False, 3)])  # the seed-3 cache is current: usable without the files
-    with pytest.raises(data.DatasetMissing):
-        data.check_all([("mnist", tmp_path, False, 4)])
+    with pytest.raises(data.DatasetMissing, match="'mnist' not found"):  # its cache does not stand in for its files
+        data.check_all([("mnist", tmp_path, False, 3)])
 
 
-def test_readme_dataset_table_is_the_registry():
+def test_docs_dataset_table_is_the_registry():
+    page = (REPO / "docs" / "datasets.md").read_text()
+    table = re.search(r"<!-- datasets:begin.*?-->\n(.*?)<!-- datasets:end -->", page, re.S)
+    assert table, "docs/datasets.md lacks the generated dataset table markers"
+    assert table.group(1) == data.registry_table(), "docs/datasets.md's table differs from asym-data table: regenerate it"
     readme = (REPO / "README.md").read_text()
-    table = re.search(r"<!-- datasets:begin.*?-->\n(.*?)<!-- datasets:end -->", readme, re.S)
-    assert table, "README lacks the generated dataset table markers"
-    assert table.group(1) == data.registry_table(), "README's table differs from asym-data table: regenerate it"
     run = readme.split("## Run the paper", 1)[1]
     first = [l for l in run.splitlines() if l.startswith("asym-")][:3]
     assert [l.split()[:2] for l in first] == [["asym-data", "status"], ["asym-data", "download"], ["asym-data", "prepare"]]
@@ -543,3 +557,17 @@ def test_console_script(tmp_path):
     assert res.returncode == 1 and "mnist" in res.stdout
     res = subprocess.run([exe, "table"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout == data.registry_table()
+
+
+def test_the_layout_checks_name_the_files_torchvisions_readers_read():
+    """``sources.TORCHVISION_FILES`` spells out torchvision's file lists so ``asym-data status`` needs no torch;
+    they must stay the ones torchvision's dataset classes actually read."""
+    import torchvision.datasets as tvd
+    theirs = {
+        "mnist": tuple(Path(f).name.removesuffix(".gz") for f, _ in tvd.MNIST.resources),
+        "cifar10": tuple(f for f, _ in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list) + (tvd.CIFAR10.meta["filename"],),
+        "cifar100": tuple(f for f, _ in tvd.CIFAR100.train_list + tvd.CIFAR100.test_list) + (tvd.CIFAR100.meta["filename"],),
+        "stl10": tuple(f for f, _ in tvd.STL10.train_list + tvd.STL10.test_list),
+        "svhn": tuple(tvd.SVHN.split_list[s][1] for s in ("train", "test")),
+    }
+    assert sources.TORCHVISION_FILES == theirs

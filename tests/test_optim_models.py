@@ -10,7 +10,7 @@ GRADS = [[0.3, -2.0, 0.0], [-0.5, 4.0, 1.0], [0.2, 0.1, -3.0]]
 
 
 def hand_steps(setting):
-    """Three steps of GUIDE item 5 written out element by element in plain Python floats."""
+    """Three steps of protocol decision 5 (docs/protocol.md) written out element by element in plain Python floats."""
     w, buf, out = [1.0, -1.0, 0.25], [0.0, 0.0, 0.0], []
     sgn = lambda v: (v > 0) - (v < 0)
     for g in GRADS:

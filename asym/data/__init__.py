@@ -1,35 +1,35 @@
 """The paper's 15 datasets, the offline ``digits`` demo, and user data — as tensors ready to train on.
 
 ``load(name, root, ...)`` returns a ``TensorData``: the train and test splits decoded, resized to the
-arch's input size and normalised per channel with train-split statistics (GUIDE item 11), cached on
-disk once (key: dataset, protocol version, seed, input size). The trainer moves the tensors onto its
-device and slices batches from a seeded ``randperm`` — no DataLoader.
+arch's input size and normalised per channel with train-split statistics (protocol decision 11 in
+docs/protocol.md), cached on disk once (key: dataset, protocol version, seed, input size and the files'
+content ``identity``, protocol decision 18). The trainer moves the tensors onto its device and slices batches
+from a seeded ``randperm`` — no DataLoader. Those live in ``asym.data.tensors`` and load on first use (PEP 562):
+this package itself is torch-free.
 
 ``DATASETS`` is the registry (the one owner of each dataset's name, row label, net, split rule, paths and
-source; the README's table is ``registry_table()``). ``survey``/``check_available``/``check_all`` look at
-the files without decoding them; ``asym-data`` (``asym.data.cli``) puts status, download and prepare on
-the command line.
+source; docs/datasets.md's table is ``registry_table()``). ``survey`` looks at the files without decoding them
+(``check=True``: decodes them all, torch-free, writing nothing); ``check_available``/``check_all`` also decode
+what a run will use, into the cache; ``labels`` names datasets apart in tables and run names; ``asym-data``
+(``asym.data.cli``) puts status, download and prepare on the command line. The folder scan, the pixel
+conversion and the duplicate rules are ``asym.data.scan`` and ``asym.data.images`` (protocol decisions 15–17).
 """
 from __future__ import annotations
 
 import glob
 import hashlib
-import logging
-import math
+import importlib
+import json
 import os
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
-import torch
-import torch.nn.functional as F
-
-from ..files import write_atomic
-from ..models import input_shape
+from ..archs import input_shape
+from . import manifest
 from . import sources
-
-log = logging.getLogger(__name__)
+from .manifest import Identity
+from .scan import describe_skipped
 
 PROTOCOL_VERSION = 2  # bump when a split or preprocessing rule changes: old cache entries are ignored
 # v2: per-class protocols take n_train, then up to n_test (all that remain) from every class with > n_train images
@@ -44,7 +44,7 @@ class DatasetInfo:
     title: str         # the row label in the paper's tables
     arch: str          # Table 1 family
     num_classes: int
-    protocol: str      # the split rule (GUIDE item 12)
+    protocol: str      # the split rule (protocol decision 12 in docs/protocol.md)
     reader: str        # function name in asym.data.sources
     source: str        # how a user gets the files
     paths: tuple[str, ...] = ()  # where the reader looks, relative to data.root; the first that exists wins
@@ -104,76 +104,6 @@ CLASS_PROTOCOLS = {"caltech101": (102, 30, 10), "caltech256_101": (102, 30, 10),
                    "sufrw": (80, 10, 5), "lfw": (80, 10, 5), "scene67": (67, 80, 20)}
 
 
-@dataclass
-class TensorData:
-    """Normalised train/test tensors of one dataset (x: N×C×H×W or N×D float32, y: N int64).
-
-    ``seed`` is the data seed that drew its random splits (``load``'s; the Caltech/PubFig class and image
-    choices); ``x_holdout``/``y_holdout`` are the part of the training split ``hold_out`` set aside (None: none).
-    """
-
-    name: str
-    arch: str
-    num_classes: int
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    seed: int = 0
-    x_holdout: Optional[torch.Tensor] = None
-    y_holdout: Optional[torch.Tensor] = None
-    holdout: Optional[dict] = None   # what ``hold_out`` recorded: size, fraction, data_seed, digest
-
-    def to(self, device) -> "TensorData":
-        move = (lambda t: None if t is None else t.to(device))
-        return replace(self, **{k: move(getattr(self, k)) for k in ("x_train", "y_train", "x_test", "y_test",
-                                                                    "x_holdout", "y_holdout")})
-
-    def hold_out(self, fraction: float) -> "TensorData":
-        """This data with a stratified ``fraction`` of the training split moved to ``x_holdout``/``y_holdout``
-        (``holdout_split`` from this data's ``seed``): trained on by nobody, used to choose the epoch and the
-        learning rate under ``train.select_on=val``. ValueError if a class would keep no training image."""
-        if self.x_holdout is not None:
-            raise ValueError(f"dataset {self.name!r} already has a holdout")
-        train_idx, holdout_idx = holdout_split(self.y_train, fraction, self.seed, self.name)
-        record = {"size": len(holdout_idx), "fraction": fraction, "data_seed": self.seed,
-                  "digest": index_digest(holdout_idx)}
-        return replace(self, x_train=self.x_train[train_idx], y_train=self.y_train[train_idx],
-                       x_holdout=self.x_train[holdout_idx], y_holdout=self.y_train[holdout_idx], holdout=record)
-
-
-def holdout_split(y: torch.Tensor, fraction: float, seed: int, name: str = "dataset") -> tuple[torch.Tensor, torch.Tensor]:
-    """(train_idx, holdout_idx): a stratified holdout of the labels ``y`` (shape (N,)), both sorted, disjoint,
-    together ``range(N)``.
-
-    Class c of n_c images gives round(fraction·n_c) of them (half up) to the holdout, chosen by a generator
-    seeded with the data ``seed`` alone — every run of that data seed (any model, multiplier or run) holds out
-    the same images. So each class's share is within half an image of ``fraction``. ValueError (one line,
-    naming ``name``) if a class would keep no training image or the holdout would be empty.
-    """
-    gen = torch.Generator().manual_seed(int(seed))
-    y = y.cpu()
-    train, held = [], []
-    for c in torch.unique(y).tolist():  # sorted classes: the draw does not depend on the images' order of classes
-        idx = (y == c).nonzero().flatten()
-        k = math.floor(fraction * len(idx) + 0.5)
-        if k >= len(idx):
-            raise ValueError(f"train.val_fraction={fraction:g} leaves class {c} of {name} ({len(idx)} training "
-                             "images) nothing to train on; use a smaller train.val_fraction")
-        perm = idx[torch.randperm(len(idx), generator=gen)]
-        held.append(perm[:k])
-        train.append(perm[k:])
-    holdout_idx, train_idx = torch.cat(held).sort().values, torch.cat(train).sort().values
-    if len(holdout_idx) == 0:
-        raise ValueError(f"train.val_fraction={fraction:g} holds out no image of {name}; use a larger one")
-    return train_idx, holdout_idx
-
-
-def index_digest(idx: torch.Tensor) -> str:
-    """A short digest of a set of indices (which images a holdout took), for ``result.json``."""
-    return hashlib.sha256(idx.cpu().to(torch.int64).numpy().tobytes()).hexdigest()[:16]
-
-
 def info(name: str) -> DatasetInfo:
     if name in DATASETS:
         return DATASETS[name]
@@ -191,28 +121,31 @@ def user_dataset_info(name: str) -> DatasetInfo:
                        "user_folder", path)
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+def is_user(name: str) -> bool:
+    """A user's own data (``npz:/file.npz``, ``folder:/tree``) rather than a registry dataset."""
+    return str(name).startswith(("folder:", "npz:"))
 
 
-def prepare(x_train, x_test, arch: str):
-    """Float, resized to the arch's input, per-channel mean/std of the train split (GUIDE item 11)."""
-    shape = input_shape(arch)
-    x_train, x_test = x_train.float(), x_test.float()
-    if len(shape) == 3:
-        channels, h, w = shape
-        x_train, x_test = (_resize(x, (h, w)) for x in (x_train, x_test))
-        if x_train.shape[1] != channels:  # grey ↔ colour
-            x_train, x_test = ((x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, channels, -1, -1))
-                               for x in (x_train, x_test))
-        dims = (0, 2, 3)
-    else:
-        dims = (0,)
-    mean = x_train.mean(dims, keepdim=True)
-    std = x_train.std(dims, keepdim=True).clamp_min(1e-6)
-    return ((x_train - mean) / std).contiguous(), ((x_test - mean) / std).contiguous()
+def identity(name: str, root: str | Path = "data", found: sources.Layout | None = None) -> Identity:
+    """What ``name`` under ``root`` is, by content (protocol decision 18, docs/protocol.md; ``asym.data.manifest``).
+
+    ``npz:`` data: the file's sha256; ``folder:`` data: the manifest of the files the scan selects; a registry
+    dataset: its resolved folder and the manifest of the files its reader reads (``found``: a ``layout`` already
+    made). Data that is missing or cannot satisfy its layout has the identity of no files (``files == 0``)."""
+    meta = info(name)
+    root = Path(root).expanduser()
+    if meta.reader == "digits":
+        return manifest.constant("sklearn.datasets.load_digits")
+    where = sources.locate(meta, root)
+    location = None if meta.reader.startswith("user") else str(where.resolve())
+    if meta.reader == "user_npz":
+        files = {str(where): where.stat()} if where.is_file() else {}
+        return manifest.of_files(files, where.parent, by_content=True)
+    try:
+        found = found or sources.layout(meta, root)
+    except DatasetMissing:
+        return manifest.of_files({}, where, location)
+    return manifest.of_files(found.files, found.base, location)
 
 
 def cache_dir() -> Path:
@@ -223,67 +156,52 @@ def _cache_stem(name: str) -> str:
     return name.replace("/", "_").replace(":", "-")
 
 
-def cache_path(name: str, root: str | Path = "data", seed: int = 0, cache: str | Path | None = None) -> Path:
-    """Where ``load`` keeps the prepared tensors of ``name`` (key: dataset, protocol version, seed, input size,
-    and for ``folder:``/``npz:`` data the resolved path)."""
+def cache_path(name: str, root: str | Path = "data", seed: int = 0, cache: str | Path | None = None,
+               ident: Identity | None = None) -> Path:
+    """Where ``load`` keeps the prepared tensors of ``name``: ``<stem>-<identity>-<key>.pt``, the key being the
+    dataset, protocol version, seed, input size and its content identity (``identity``; ``ident`` if already
+    computed) — so a changed file is a new cache entry, and another root's files never answer for these."""
     meta = info(name)
-    root = Path(root).expanduser()
-    key = f"{name}|v{PROTOCOL_VERSION}|seed{seed}|{input_shape(meta.arch)}|{root.resolve() if meta.reader.startswith('user') else ''}"
+    ident = ident or identity(name, root)
+    key = f"{name}|v{PROTOCOL_VERSION}|seed{seed}|{input_shape(meta.arch)}|{ident.digest}"
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return Path(cache or cache_dir()).expanduser() / f"{_cache_stem(name)}-{digest}.pt"
+    return Path(cache or cache_dir()).expanduser() / f"{_cache_stem(name)}-{ident.short}-{digest}.pt"
 
 
-def cache_state(name: str, root: str | Path = "data", seed: int = 0, cache: str | Path | None = None) -> str:
-    """``current`` (a complete cache file for today's key), ``damaged`` (a file there that is not whole: ``load``
-    rebuilds it), ``stale`` (only entries of another protocol version, seed or size) or ``none``. torch.save
-    writes a zip, so a whole file ends with its central directory."""
-    path = cache_path(name, root, seed, cache)
-    if path.is_file():
-        return "current" if zipfile.is_zipfile(path) else "damaged"
+def cache_entries(name: str, cache: str | Path | None = None) -> dict[Path, str]:
+    """Every prepared cache file of ``name`` in the cache folder → the short identity it was built from
+    ("" for a file of the format before identities, ``<stem>-<key>.pt``: never read, safe to delete)."""
     stem = _cache_stem(name)
-    others = [p for p in path.parent.glob(f"{glob.escape(stem)}-*.pt") if p.stem.rpartition("-")[0] == stem]
-    return "stale" if others else "none"
+    folder = Path(cache or cache_dir()).expanduser()
+    out = {}
+    for p in folder.glob(f"{glob.escape(stem)}-*.pt"):
+        rest = p.stem[len(stem) + 1:].split("-")
+        if len(rest) == 2 and len(rest[0]) == 8:
+            out[p] = rest[0]
+        elif len(rest) == 1 and len(rest[0]) == 12:
+            out[p] = ""
+    return out
 
 
-def _read_cache(path: Path, name: str, mmap: bool = False, seed: int = 0) -> TensorData | None:
+def cache_state(name: str, root: str | Path = "data", seed: int = 0, cache: str | Path | None = None,
+                ident: Identity | None = None) -> str:
+    """``current`` (a complete cache file for today's files and key), ``damaged`` (a file there that is not
+    whole: ``load`` rebuilds it), ``stale`` (only entries for other files, another protocol version, seed or
+    size: never used) or ``none``. torch.save writes a zip, so a whole file ends with its central directory."""
+    ident = ident or identity(name, root)
+    if ident.files or info(name).reader == "digits":
+        path = cache_path(name, root, seed, cache, ident)
+        if path.is_file():
+            return "current" if zipfile.is_zipfile(path) else "damaged"
+    return "stale" if cache_entries(name, cache) else "none"
+
+
+def cache_notes(path: Path) -> dict:
+    """What ``prepare`` recorded next to a cache file (``<cache>.json``: identity, duplicates, test∩train…)."""
     try:
-        d = torch.load(path, weights_only=True, mmap=mmap)
-        return TensorData(name, d["arch"], d["num_classes"], d["x_train"], d["y_train"], d["x_test"], d["y_test"],
-                          seed)
-    except FileNotFoundError:
-        return None
-    except (RuntimeError, KeyError, EOFError, zipfile.BadZipFile, OSError) as e:  # damaged: rebuild it
-        log.warning("ignoring unreadable cache %s (%s)", path, e)
-        return None
-
-
-def load(name: str, root: str | Path = "data", seed: int = 0, download: bool = False,
-         cache: str | Path | None = None) -> TensorData:
-    """Decode, resize and normalise ``name`` once; later calls read the cached tensors.
-
-    Raises DatasetMissing (nothing at ``root``) or DatasetIncomplete (its files cannot satisfy the protocol),
-    each as one line. The cache file appears atomically: a concurrent reader sees all of it or none.
-    """
-    meta = info(name)
-    root = Path(root).expanduser()
-    path = cache_path(name, root, seed, cache)
-    if path.exists() and (d := _read_cache(path, name, seed=seed)) is not None:
-        return d
-    if download and meta.fetch and meta.reader != "digits":
-        from . import remote
-        try:
-            remote.fetch(name, root)
-        except remote.DownloadError as e:  # one line for asym-train, like a missing dataset
-            raise DatasetMissing(f"dataset {name!r}: download failed: {e}") from None
-    reader = getattr(sources, meta.reader)
-    per_class = CLASS_PROTOCOLS.get(name)
-    xtr, ytr, xte, yte = reader(meta, root, seed=seed, per_class=per_class)
-    num_classes = per_class[0] if per_class else meta.num_classes or int(torch.cat([ytr, yte]).max()) + 1
-    arch = meta.arch
-    xtr, xte = prepare(xtr, xte, arch)
-    d = dict(arch=arch, num_classes=num_classes, x_train=xtr, y_train=ytr.long(), x_test=xte, y_test=yte.long())
-    write_atomic(path, lambda tmp: torch.save(d, tmp))  # concurrent runs never read half a file
-    return TensorData(name, arch, num_classes, xtr, ytr.long(), xte, yte.long(), seed)
+        return json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 @dataclass
@@ -291,47 +209,81 @@ class Survey:
     """What ``asym-data status`` reports for one dataset."""
 
     name: str
-    state: str         # present | missing | incomplete
+    state: str         # present | missing | incomplete (an undecodable file, under --check, is incomplete)
     path: Path         # where the reader looked
     detail: str        # what is there, or why it cannot be used (one line)
-    cache: str         # current | stale | none (see cache_state)
+    cache: str         # current | damaged | stale | none (see cache_state)
+    identity: Identity | None = None  # of the files there (None: not present)
+    skipped: str = ""  # what the folder scan skipped and why (protocol decision 15), "" if nothing
+    notes: dict = field(default_factory=dict)  # test_in_train, duplicates_collapsed…: from --check or the cache
+    checked: bool = False  # every file was decoded (--check)
+    refused: bool = False  # --check: a file the run would use does not decode (``detail`` names it)
 
     @property
     def usable(self) -> bool:
-        """A run can train on it: its files satisfy the protocol, or its prepared cache is current."""
-        return self.state == "present" or self.cache == "current"
+        """A run can train on it: its files are present and satisfy the protocol (a cache alone never counts:
+        it answers only for the files it was built from, and those are not there to say so)."""
+        return self.state == "present"
 
 
-def survey(name: str, root: str | Path = "data", seed: int = 0, cache: str | Path | None = None) -> Survey:
-    """Look at ``name`` under ``root`` without decoding anything: file names, sizes, .mat/.npz keys, class sizes."""
+def survey(name: str, root: str | Path = "data", seed: int = 0, cache: str | Path | None = None,
+           check: bool = False) -> Survey:
+    """Look at ``name`` under ``root``: file names, sizes, .mat/.npz keys, class sizes, its identity (nothing
+    decoded); ``check``: also decode every file a run will use (``sources.check``, torch-free, nothing written)."""
     meta = info(name)
     root = Path(root).expanduser()
     where = sources.locate(meta, root)
-    state, detail = "present", ""
+    per_class = CLASS_PROTOCOLS.get(name)
+    state, detail, ident, skipped, notes = "present", "", None, "", {}
     try:
-        detail = sources.inspect(meta, root, CLASS_PROTOCOLS.get(name), seed)
+        found = sources.layout(meta, root, per_class, seed)
+        detail, skipped = found.detail, describe_skipped(found.skipped)
+        ident = identity(name, root, found)
     except DatasetIncomplete as e:
         state, detail = "incomplete", str(e)
     except DatasetMissing as e:
         state, detail = "missing", str(e)
-    return Survey(name, state, where, detail, cache_state(name, root, seed, cache))
+    refused = False
+    if check and state == "present":
+        try:
+            notes = sources.check(meta, root, per_class, seed)
+        except DatasetMissing as e:  # a file that does not decode (or a damaged array file)
+            state, detail, refused = "incomplete", str(e), True
+    cached = cache_state(name, root, seed, cache, ident) if ident else cache_state_absent(name, cache)
+    if cached == "current" and not check:
+        notes = {k: v for k, v in cache_notes(cache_path(name, root, seed, cache, ident)).items() if k in NOTE_KEYS}
+    return Survey(name, state, where, detail, cached, ident if state == "present" else None, skipped, notes,
+                  check and state == "present", refused)
+
+
+def cache_state_absent(name: str, cache: str | Path | None = None) -> str:
+    """The cache column of a dataset whose files are not there: ``stale`` if entries of it exist (built from
+    other files; they never make it usable), else ``none``."""
+    return "stale" if cache_entries(name, cache) else "none"
+
+
+NOTE_KEYS = ("test_in_train", "duplicates_collapsed", "duplicates_across_classes")
 
 
 def check_available(name: str, root: str | Path = "data", download: bool = False, seed: int = 0,
                     cache: str | Path | None = None) -> None:
-    """Raise DatasetMissing / DatasetIncomplete (one line: the path looked at, how to get it) unless ``name``
-    can be trained on: its files satisfy the protocol, or its prepared cache (seed, cache dir) is current."""
+    """Raise DatasetMissing / DatasetIncomplete (one line: the path looked at, how to get it, or the file that
+    cannot be decoded) unless ``name`` can be trained on: its files satisfy the protocol and every file the run
+    will use decodes. The decode is preparing the cache (``load``): it happens once; a current cache of these
+    very files (same identity) is that proof already. ``download``: checked when it is fetched."""
     meta = info(name)
     if download or meta.reader == "digits":
         return
-    if cache_state(name, root, seed, cache) == "current":
-        return
-    sources.inspect(meta, Path(root).expanduser(), CLASS_PROTOCOLS.get(name), seed)
+    root = Path(root).expanduser()
+    found = sources.layout(meta, root, CLASS_PROTOCOLS.get(name), seed)
+    if cache_state(name, root, seed, cache, identity(name, root, found)) != "current":
+        importlib.import_module(".tensors", __name__).load(name, root, seed=seed, cache=cache)
 
 
 def check_all(wanted, seed: int = 0, cache: str | Path | None = None) -> None:
-    """Check every ``(name, root, download[, seed])`` of ``wanted`` and raise ONE DatasetMissing naming all that
-    fail (one line). The sweep preflight calls this, so a user learns every missing or incomplete dataset at once."""
+    """Check every ``(name, root, download[, seed])`` of ``wanted`` (``check_available``: preparing each cache
+    that is not current) and raise ONE DatasetMissing naming all that fail (one line). The sweep preflight
+    calls this, so a user learns every missing, incomplete or undecodable dataset at once, before anything runs."""
     problems: list[tuple[DatasetMissing, str]] = []
     for name, root, download, *rest in dict.fromkeys(tuple(w) for w in wanted):
         try:
@@ -347,13 +299,68 @@ def check_all(wanted, seed: int = 0, cache: str | Path | None = None) -> None:
                          + " | ".join(str(e) for e, _ in problems) + f" {hint}")
 
 
+def labels(keys) -> dict[tuple[str, str | None], str]:
+    """Readable, distinct labels of datasets that appear together (a store's table rows, run names).
+
+    ``keys``: (dataset name, identity digest or None). A registry dataset is its paper row (``title``), whatever
+    its identity. A user dataset is its file or folder stem — disambiguated only when another dataset among
+    ``keys`` has the same label: by its parent folders (``v1/feat``, ``v2/feat``; as few as tell them apart),
+    then by its kind (``feat (npz)``), then by its identity's first 8 digits (one path whose content changed
+    between runs: ``feat (1a2b3c4d)``; ``unrecorded`` for runs that predate identities)."""
+    given = list(keys)
+    norm = {k: (str(k[0]), k[1] if is_user(k[0]) else None) for k in given}
+    keys = list(dict.fromkeys(norm.values()))
+    out = {k: info(k[0]).title for k in keys}
+    groups: dict[str, list] = {}
+    for k in keys:
+        groups.setdefault(out[k], []).append(k)
+    for label, group in groups.items():
+        users = [k for k in group if is_user(k[0])]
+        if len(group) < 2 or not users:
+            continue
+        paths = {k[0]: Path(k[0].partition(":")[2]) for k in users}
+        distinct = sorted(set(paths.values()), key=str)
+        for k in users:
+            out[k] = _qualified(paths[k[0]], distinct, label, force=len(users) < len(group))
+        if len({out[k] for k in group}) < len({k[0] for k in group}):  # same parents: the kind tells them apart
+            for k in users:
+                out[k] = f"{out[k]} ({k[0].partition(':')[0]})"
+        for k in users:  # one path, several contents
+            if sum(1 for j in users if j[0] == k[0]) > 1:
+                out[k] = f"{out[k]} ({k[1][:8] if k[1] else 'unrecorded'})"
+    return {**out, **{k: out[norm[k]] for k in given}}
+
+
+def _qualified(path: Path, paths: list[Path], label: str, force: bool = False) -> str:
+    """``label`` with as many of ``path``'s parent folders as tell it apart from the other ``paths`` in other
+    folders (none if there are none, unless ``force``: a registry dataset has the same label)."""
+    others = [p for p in paths if p.parent != path.parent]
+    if not others and not force:
+        return label
+    parents = path.parent.parts
+    for n in range(1, len(parents) + 1):
+        if all(p.parent.parts[-n:] != parents[-n:] for p in others):
+            return str(Path(*parents[-n:], label))
+    return str(path.parent / label)
+
+
 def registry_table() -> str:
-    """The README's dataset table, generated from DATASETS (a test keeps the README equal to it)."""
+    """docs/datasets.md's dataset table, generated from DATASETS (a test keeps the page equal to it)."""
     esc = lambda s: s.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-    rows = ["| name | row | net | split (GUIDE item 12) | files under `data.root` | get it |", "|---|---|---|---|---|---|"]
+    rows = ["| name | row | net | split (protocol decision 12) | files under `data.root` | get it |",
+            "|---|---|---|---|---|---|"]
     for d in DATASETS.values():
         files = ", ".join(f"`{p}`" for p in d.paths) or "—"
         get = f"`asym-data download {d.name}` ({d.fetch})" if d.fetch and d.paths else (
             d.source if not d.manual else f"{esc(d.source)} — not downloadable: {d.manual}")
         rows.append(f"| `{d.name}` | {d.title} | {d.arch} | {esc(d.protocol)} | {files} | {get} |")
     return "\n".join(rows) + "\n"
+
+
+_TENSORS = ("TensorData", "holdout_split", "index_digest", "prepare", "load")  # asym.data.tensors: needs torch
+
+
+def __getattr__(name: str):
+    if name in _TENSORS:
+        return getattr(importlib.import_module(".tensors", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

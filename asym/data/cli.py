@@ -1,14 +1,15 @@
 """``asym-data``: see, fetch and prepare the datasets before a sweep.
 
-    asym-data status   [NAME…] [--root R]          what is there, what is missing, whether the cache is current
+    asym-data status   [NAME…] [--check]           what is there, its identity, whether the cache is current
     asym-data download NAME…|paper [--root R]      fetch what a public source serves (resumable, checksummed)
     asym-data prepare  NAME…|paper [--jobs N]      build the prepared tensor caches the runs read
-    asym-data table                                the README's dataset table, from the registry
+    asym-data table                                docs/datasets.md's dataset table, from the registry
 
 ``--root`` is ``data.root`` of ``asym-train`` (default ``data``, relative to the current directory);
 ``--cache`` and ``--seed`` are ``data.cache`` and ``seed``. Exit codes: 0 every dataset asked for is usable
-(status, download) or prepared (prepare); 1 some are not; 2 bad input, or a dataset that cannot satisfy its
-protocol (prepare refuses it before doing anything).
+(status, download) or prepared (prepare); 1 some are not; 2 bad input, a dataset that cannot satisfy its
+protocol (prepare refuses it before doing anything), or a file that cannot be decoded (prepare, status --check).
+docs/data-checks.md says what "usable", the identity, the scan's skips and --check mean.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import PAPER_DATASETS, DatasetMissing, Survey, cache_path, info, registry_table, sources, survey
+from . import PAPER_DATASETS, DatasetMissing, Survey, cache_path, info, registry_table, survey
 
 
 class UsageError(ValueError):
@@ -63,19 +64,48 @@ def _how(name: str) -> str:
 
 # ------------------------------------------------------------------ status
 
+SHIPPED_SPLIT = ("mnist", "cifar10", "cifar100", "svhn", "stl10", "flowers102", "split_folders", "user_folder",
+                 "timit", "user_npz")  # readers whose dataset ships its own train/test split (protocol decision 17)
+
+
+def notes_lines(s: Survey) -> list[str]:
+    """What status says under its table about one dataset: the scan's skips, duplicates, test∩train."""
+    out = []
+    if s.skipped:
+        out.append(f"  {s.name}: scan {s.skipped} (protocol decision 15)")
+    n = s.notes
+    if "duplicates_collapsed" in n:
+        out.append(f"  {s.name}: {n['duplicates_collapsed']} exact duplicate images collapsed before the split "
+                   f"({n.get('duplicates_across_classes', 0)} across classes); no test image occurs in training")
+    elif "test_in_train" in n:
+        out.append(f"  {s.name}: {n['test_in_train']} test images also occur in training (the dataset's own split)")
+    elif s.usable and info(s.name).reader in SHIPPED_SPLIT + ("caltech101", "caltech256", "class_folders"):
+        out.append(f"  {s.name}: duplicates and test images also in training: counted when decoded "
+                   f"(asym-data prepare {s.name}, or status --check)")
+    return out
+
+
 def status(args) -> int:
     names = _names(args.names, PAPER_DATASETS + ["digits"])
-    surveys = [survey(n, args.root, args.seed, args.cache) for n in names]
-    rows = [["dataset", "state", "cache", "looked at", "found", "split", "get it"]]
+    surveys = [survey(n, args.root, args.seed, args.cache, check=args.check) for n in names]
+    rows = [["dataset", "state", "cache", "identity", "looked at", "found", "split", "get it"]]
     for s in surveys:
-        rows.append([s.name, s.state, s.cache, str(s.path), s.detail if s.state == "present" else "—",
-                     info(s.name).protocol, _how(s.name)])
+        rows.append([s.name, s.state, s.cache, s.identity.short if s.identity else "—", str(s.path),
+                     s.detail if s.state == "present" else "—", info(s.name).protocol, _how(s.name)])
     print(_table(rows))
+    for s in surveys:
+        for line in notes_lines(s):
+            print(line)
     bad = [s for s in surveys if not s.usable]
     for s in bad:
         print(f"  {s.name}: {s.detail}")
     print(f"{len(surveys) - len(bad)} of {len(surveys)} datasets usable under {Path(args.root).expanduser().resolve()}"
+          + (" (every file decoded)" if args.check else "")
           + (f"; not usable: {', '.join(s.name for s in bad)}" if bad else ""))
+    refused = [s for s in surveys if s.refused]
+    if refused:  # --check: a file that does not decode is refused as prepare refuses it
+        print("error: " + " | ".join(s.detail for s in refused), file=sys.stderr)
+        return 2
     return 1 if bad else 0
 
 
@@ -129,7 +159,7 @@ def _prepare_one(name: str, root: str, seed: int, cache: str | None, threads: in
     d = load(name, root, seed=seed, cache=cache)
     path = cache_path(name, root, seed, cache)
     return {"name": name, "classes": d.num_classes, "train": len(d.y_train), "test": len(d.y_test),
-            "bytes": path.stat().st_size, "path": str(path), "seconds": time.monotonic() - t0}
+            "bytes": path.stat().st_size, "path": str(path), "seconds": time.monotonic() - t0, **(d.record or {})}
 
 
 def _cached_sizes(name: str, root: str, seed: int, cache: str | None) -> dict:
@@ -137,12 +167,18 @@ def _cached_sizes(name: str, root: str, seed: int, cache: str | None) -> dict:
     path = cache_path(name, root, seed, cache)
     d = torch.load(path, weights_only=True, mmap=True)  # shapes only: nothing is read into memory
     return {"name": name, "classes": d["num_classes"], "train": len(d["y_train"]), "test": len(d["y_test"]),
-            "bytes": path.stat().st_size, "path": str(path), "seconds": 0.0}
+            "bytes": path.stat().st_size, "path": str(path), "seconds": 0.0, **d.get("record", {})}
 
 
 def _line(r: dict, verb: str) -> str:
-    return (f"{r['name']}: {verb} — {r['classes']} classes, train {r['train']:,}, test {r['test']:,}, "
-            f"cache {_fmt_bytes(r['bytes'])} ({r['path']})")
+    notes = ""
+    if r.get("duplicates_collapsed"):
+        notes += f", {r['duplicates_collapsed']} duplicates collapsed"
+    if "test_in_train" in r:
+        notes += f", {r['test_in_train']} test images also in training"
+    ident = f"identity {r['identity'][:8]}, " if r.get("identity") else ""
+    return (f"{r['name']}: {verb} — {r['classes']} classes, train {r['train']:,}, test {r['test']:,}{notes}, "
+            f"{ident}cache {_fmt_bytes(r['bytes'])} ({r['path']})")
 
 
 def prepare(args) -> int:
@@ -168,7 +204,8 @@ def prepare(args) -> int:
     failed: list[str] = []
     bar = tqdm(total=len(todo), unit="dataset", desc="prepare", disable=not sys.stderr.isatty())
     if args.jobs == 1 or len(todo) == 1:
-        sources.DECODE_PROGRESS = sys.stderr.isatty()
+        from . import readers  # decoding is the one subcommand that needs torch (status stays light)
+        readers.DECODE_PROGRESS = sys.stderr.isatty()
         for n in todo:
             print(f"{n}: decoding…", flush=True)
             try:
@@ -217,9 +254,11 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--cache", default=None, help="data.cache (default: $ASYM_CACHE or ~/.cache/asym)")
             p.add_argument("--seed", type=int, default=0, help="the runs' seed (the random splits depend on it)")
 
-    p = sub.add_parser("status", help="every dataset: present / missing / incomplete, and its cache")
+    p = sub.add_parser("status", help="every dataset: present / missing / incomplete, its identity and cache")
     p.add_argument("names", nargs="*", metavar="NAME", help="registry names, paper, folder:/path or npz:/file "
                    "(default: the paper's 15 and digits)")
+    p.add_argument("--check", action="store_true", help="decode every file a run will use, as prepare does, "
+                   "writing nothing: an undecodable file is an error (exit 2); counts duplicates and test∩train")
     common(p)
     p = sub.add_parser("download", help="fetch what a public source serves")
     p.add_argument("names", nargs="+", metavar="NAME", help="registry names or paper")
@@ -228,7 +267,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME", help="registry names, paper, folder:/path or npz:/file")
     p.add_argument("--jobs", type=int, default=1, help="datasets prepared in parallel (processes)")
     common(p)
-    sub.add_parser("table", help="print the README's dataset table (markdown), generated from the registry")
+    sub.add_parser("table", help="print the dataset table of docs/datasets.md (markdown), generated from the registry")
     return ap
 
 

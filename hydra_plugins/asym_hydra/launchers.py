@@ -17,7 +17,7 @@ class AsymSlurmConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.asym_hydra.launchers.AsymSlurmLauncher"
     wait: bool = False       # block until every job ends (the stock behaviour); default: submit and return
     dry_run: bool = False    # alias of hydra.sweeper.dry_run: print the plan, its cost and the sbatch script
-    runs_per_task: int = 1   # jobs trained one after another in each array task (README: choosing it)
+    runs_per_task: int = 1   # jobs trained one after another in each array task (docs/cluster.md: choosing it)
     auto_runs_per_task: bool = False  # raise runs_per_task until the tasks fit one array and the submit limits
 
 
