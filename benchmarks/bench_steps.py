@@ -24,7 +24,7 @@ import torch
 from asym.data import TensorData
 from asym.engine import EVAL_BATCH, Engine
 from asym.launcher.cost import KINDS, REFERENCE_BATCH, STEP_COSTS_FILE
-from asym.models import ARCHS
+from asym.archs import ARCHS
 from asym.protocol import Protocol, RunSpec
 
 CLASSES = {"mnist": 10, "cifar": 10, "svhn": 10, "timit": 80, "default119": 102}  # default119: Caltech's 102

@@ -51,7 +51,7 @@ def split_sizes(dataset: str) -> tuple[int, int] | None:
 
 def cost_kind(model: str) -> str:
     """The measured model kind whose step costs what ``model``'s does (one of ``KINDS``)."""
-    from asym.models import parse_model
+    from asym.labels import parse_model
     spec = parse_model(model)
     if not spec.batchnorm:
         return "SGD"
@@ -98,7 +98,7 @@ class RunWork:
 
 def run_work(run: dict, protocol: dict, sizes: tuple[int, int]) -> RunWork:
     """The work of one run (``run``: a plan entry's run fields; ``protocol``: ``Protocol`` as a dict)."""
-    from asym.models import parse_model
+    from asym.labels import parse_model
     n_train, n_test = sizes
     n_hold = 0
     if protocol.get("select_on", "test") == "val":

@@ -54,8 +54,9 @@ def cost_lines(est: Estimate, machines: dict[str, str], todo: int) -> list[str]:
 
 
 def report(config, entries: list[dict], n_jobs: int, launcher_lines: list[str],
-           missing: list[tuple[str, str]]) -> str:
-    """The dry run's text: plan, launcher, store, datasets, cost. ``missing``: (dataset, reason) pairs."""
+           missing: list[tuple[str, str, str]]) -> str:
+    """The dry run's text: plan, launcher, store, datasets, cost. ``missing``: (dataset, state, one line) of the
+    datasets not ready (``plan.missing_datasets``)."""
     from asym.config import TrainConf
     tables = sorted({t for e in entries for t in e["tables"]})
     datasets = sorted({e["run"]["dataset"] for e in entries})
@@ -68,12 +69,17 @@ def report(config, entries: list[dict], n_jobs: int, launcher_lines: list[str],
     where = f"{uri}, experiment {config.tracking.experiment!r}"
     lines.append(f"already done: unknown ({why})" if done is None else
                  f"already done: {len(done)} of {len(entries)} runs in {where} (skipped when launched)")
-    if missing:
-        lines.append(f"missing datasets: {len(missing)} of {len(datasets)} (asym-data status --root "
+    absent = [(n, detail) for n, state, detail in missing if state != "unprepared"]
+    unprepared = [n for n, state, _ in missing if state == "unprepared"]
+    if absent:
+        lines.append(f"missing datasets: {len(absent)} of {len(datasets)} (asym-data status --root "
                      f"{config.data.root} lists every dataset):")
-        lines += [f"  {name}: {reason.removeprefix(f'dataset {name!r} ')}" for name, reason in missing]
+        lines += [f"  {name}: {detail.removeprefix(f'dataset {name!r} ')}" for name, detail in absent]
     else:
         lines.append(f"datasets: all {len(datasets)} found")
+    if unprepared:
+        lines.append(f"not prepared yet: {', '.join(unprepared)} — decoded into the tensor cache before the sweep "
+                     f"starts (asym-data prepare NAME --root {config.data.root} does it ahead)")
     todo = [e for e in entries if done is None or e["config_hash"] not in done]
     protocol = asdict(TrainConf(**OmegaConf.to_container(config.train, resolve=True)).protocol())
     costs = read_costs()

@@ -117,17 +117,21 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
     return entries
 
 
-def missing_datasets(wanted, cache=None) -> list[tuple[str, str]]:
-    """(dataset, one-line reason) for each distinct ``(name, root, download, seed)`` of ``wanted`` that cannot be
-    trained on now (``asym.data.check_available``); a dataset missing at several seeds is listed once."""
-    out: dict[str, str] = {}
+def missing_datasets(wanted, cache=None) -> list[tuple[str, str, str]]:
+    """(dataset, state, one line) for each distinct ``(name, root, download, seed)`` of ``wanted`` that a sweep
+    could not start on as it is: ``missing`` or ``incomplete`` (``asym.data.survey``: file names, sizes and keys,
+    nothing decoded or written), or ``unprepared`` (present, but its tensor cache is not current: the sweep's
+    preflight decodes it first). A dataset is listed once, at its first seed; ``download`` ones are fetched later."""
+    out: dict[str, tuple[str, str, str]] = {}
     for name, root, download, seed in dict.fromkeys(tuple(w) for w in wanted):
-        if name not in out:
-            try:
-                data.check_available(name, root, download, seed, cache)
-            except data.DatasetMissing as e:
-                out[name] = str(e)
-    return list(out.items())
+        if name in out or download or data.info(name).reader == "digits":
+            continue
+        s = data.survey(name, root, seed, cache)
+        if not s.usable:
+            out[name] = (name, s.state, s.detail)
+        elif s.cache != "current":
+            out[name] = (name, "unprepared", f"present at {s.path}; its cache is {s.cache}")
+    return list(out.values())
 
 
 def _number(x: float) -> str:

@@ -152,3 +152,11 @@ def test_too_many_tasks_for_the_submit_limits_unless_K_may_rise():
 def test_a_submission_counts_tasks_not_runs():
     sub = Submission(jobs=7, runs_per_task=3, array_size=2, cluster=cl.Cluster())
     assert sub.tasks == 3 and [list(r) for r in sub.arrays()] == [[0, 1], [2]]
+
+
+def test_reading_the_cluster_and_costing_a_sweep_need_no_torch():
+    """asym-status and the dry run's planning parts load without torch (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+    code = "import sys, asym.launcher.cluster, asym.launcher.cost; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

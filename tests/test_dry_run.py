@@ -78,6 +78,24 @@ def test_dry_run_on_the_local_pool_and_the_alias_of_the_slurm_key(tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
+def test_data_present_but_not_prepared_is_named_and_nothing_is_decoded_or_cached(tmp_path):
+    """A real sweep prepares every dataset's tensor cache first; the dry run only says it would (nothing written)."""
+    import numpy as np
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(data / "feat.npz", x_train=rng.normal(size=(30, 12)), y_train=np.arange(30) % 3,
+             x_test=rng.normal(size=(9, 12)), y_test=np.arange(9) % 3)
+    work = tmp_path / "work"
+    work.mkdir()
+    res = asym_train(work, *DRY, "model=SGD", f"dataset=digits,npz:{data / 'feat.npz'}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"not prepared yet: npz:{data / 'feat.npz'} — decoded into the tensor cache before the sweep starts" \
+        in res.stdout and "datasets: all 2 found" in res.stdout
+    assert f"not estimated (size unknown until read): npz:{data / 'feat.npz'}" in res.stdout
+    assert list(work.iterdir()) == [] and not (tmp_path / "cache").exists(), "the dry run decoded or cached"
+
+
 def test_dry_run_counts_what_the_store_has_done_and_costs_only_the_rest(tmp_path):
     """Two of the four runs are finished in the store: the dry run says so, and costs the other two."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
