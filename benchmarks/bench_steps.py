@@ -5,7 +5,8 @@
 For every arch of Table 1 (MNIST, CIFAR, SVHN, TIMIT MLP, the 119×119 "all others" net with 102 classes) and
 every kind of ``asym.launcher.cost.KINDS`` (no BN; BN with fixed feedback; BN with feedback redrawn every batch),
 one process times the engine's training step at batch 100 (forward, backward, update) and its evaluation
-forward (batches of 1000, no gradients), interleaved round-robin, median of ``repeats`` × ``steps``.
+forward (batches of 1000, no gradients), interleaved round-robin, median of ``repeats`` × ``steps``. On a CPU
+the time is the process's CPU time with one thread (core-seconds, what a CPU-hour counts); on a GPU, wall time.
 ``--write`` replaces this device's rows of ``launcher/step_costs.csv`` (the table the dry run reads), keeping
 the other devices' rows. CPU figures are per core: measure with ``--threads 1``.
 """
@@ -72,14 +73,17 @@ def measure(device: torch.device, steps: int, repeats: int) -> list[dict]:
         for fn in fn_pair:
             fn()
     sync(device)
+    # CPU: the process's CPU time (one thread), i.e. core-seconds — what a CPU-hour counts, and what other work
+    # on a shared machine does not inflate the way it inflates wall time; GPU: wall time, synchronised
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
     for _ in range(repeats):
         for key, (train, evaluate) in fns.items():  # round-robin: drift of a shared machine hits every variant
             for i, fn in enumerate((train, evaluate)):
-                t0 = time.perf_counter()
+                t0 = clock()
                 for _ in range(steps):
                     fn()
                 sync(device)
-                times[key][i].append((time.perf_counter() - t0) / steps)
+                times[key][i].append((clock() - t0) / steps)
     return [{"device": device.type, "arch": a, "kind": k, "threads": torch.get_num_threads() if device.type == "cpu" else "",
              "train_step_s": f"{statistics.median(times[(a, k)][0]):.5f}",
              "eval_s_per_100": f"{statistics.median(times[(a, k)][1]) * REFERENCE_BATCH / EVAL_BATCH:.5f}",

@@ -238,7 +238,7 @@ ARRAYS_SHOWN = 5
 def cluster_line(cluster: Cluster, partition: str | None) -> str:
     """One line: the partition's limits and the controller's, as read."""
     p = cluster.partition(partition)
-    where = "no such partition" if p is None else (
+    where = (f"partition {partition!r} not found" if partition else "no default partition") if p is None else (
         f"partition {p.name}{' (default)' if p.default else ''}: MaxTime "
         f"{'UNLIMITED' if p.max_time_min is None else f'{p.max_time_min} min'}, {p.cpus_per_node} CPUs, "
         f"{p.mem_mb_per_node} MB, {p.gpus_per_node} GPUs per node")
