@@ -1,4 +1,9 @@
-"""``asym-train``: the Hydra entry point. One run per job; ``-m`` sweeps; ``asym-sync`` uploads local records."""
+"""``asym-train``: the Hydra entry point. One run per job; ``-m`` sweeps; ``asym-sync`` uploads local records.
+
+The command line is checked first, by Hydra (``asym.overrides``): a bad override is one ``error:`` line before
+Hydra creates a directory and before torch, the training loop or MLflow is imported — they are imported inside
+the functions that run a job (``run_one`` and its helpers), when a run really starts.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -9,18 +14,23 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 import hydra
-import torch
 from hydra.core.config_store import ConfigStore
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from . import config as schema
-from . import tracking
+from . import overrides
 from .files import write_json
-from . import train as trainer
-from .train import RunSpec, git_commit
+from .overrides import OverrideError
+from .protocol import RunSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from . import tracking
 
 log = logging.getLogger("asym")
 
@@ -47,19 +57,6 @@ register_sweeps()
 register_plugins()
 
 
-CONFIG_GROUPS = ("train", "tracking", "sweep")
-
-
-def group_options(group: str) -> list[str]:
-    """Options of a config group: yaml files under conf/ plus ConfigStore entries (sweeps, schemas)."""
-    names = {n[:-5] for n in ConfigStore.instance().list(group) if n.endswith(".yaml")} if group in \
-        ConfigStore.instance().repo else set()
-    folder = resources.files("asym.conf") / group
-    if folder.is_dir():
-        names |= {f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")}
-    return sorted(names - {"schema"})
-
-
 class UsageError(Exception):
     """Bad input: printed as one line, exit code 2, nothing trained or logged."""
 
@@ -71,6 +68,7 @@ def fail(msg: str) -> None:
 
 def run_dir(cfg: DictConfig, run, protocol: dict) -> Path:
     """Deterministic per run (not timestamped), so a relaunch finds its checkpoint."""
+    from . import tracking
     from .labels import parse_model
     h = tracking.config_hash(asdict(run), protocol)
     label = parse_model(run.model).label.replace("+", "_")
@@ -78,7 +76,8 @@ def run_dir(cfg: DictConfig, run, protocol: dict) -> Path:
         f"lr{run.lr_mult:g}-{run.freeze}-{run.procedure}-{h[:8]}"
 
 
-def device_of(cfg: DictConfig) -> torch.device:
+def device_of(cfg: DictConfig) -> "torch.device":
+    import torch
     if cfg.train.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(cfg.train.device)
@@ -102,21 +101,40 @@ class Member:
 
     run: RunSpec
     out_dir: Path
-    tracker: tracking.RunTracker
+    tracker: "tracking.RunTracker"
     existing: object
     name: str
 
 
-def job_members(cfg: DictConfig, protocol: dict) -> list[Member]:
-    """The job's runs: ``lr_mults`` (a run group) or the single ``lr_mult``; validated, as one line if bad."""
+def job_runs(cfg: DictConfig) -> list[RunSpec]:
+    """The job's runs: ``lr_mults`` (a run group) or the single ``lr_mult``; ValueError with one line if bad."""
+    run = schema.run_spec(cfg)
+    return [replace(run, lr_mult=float(m)).validate() for m in cfg.lr_mults] if cfg.lr_mults else [run]
+
+
+def check_job(cfg: DictConfig) -> None:
+    """Everything a job needs, before it starts: every value (``check_config``), write access to the tracking
+    server, the dataset on disk. UsageError with one line otherwise. A single run is checked before Hydra
+    creates its directory (``train``); every job again where it runs (a SLURM task, a pool worker)."""
     from . import data
     try:
-        run = schema.run_spec(cfg)
-        runs = [replace(run, lr_mult=float(m)).validate() for m in cfg.lr_mults] if cfg.lr_mults else [run]
+        schema.check_config(cfg)
+        run = job_runs(cfg)[0]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    from . import tracking  # the values are good: the server and the data (MLflow loads here, not for a typo)
+    try:
+        tracking.require_write_access(cfg.tracking.uri, cfg.tracking.experiment)
         data.check_available(run.dataset, to_absolute_path(cfg.data.root), cfg.data.download, seed=run.seed,
                              cache=cfg.data.cache)
-    except (ValueError, data.DatasetMissing) as e:
+    except (ValueError, data.DatasetMissing, tracking.AccessError) as e:
         raise UsageError(str(e)) from None
+
+
+def job_members(cfg: DictConfig, protocol: dict) -> list[Member]:
+    """The job's runs (checked by ``check_job``) and their tracking."""
+    from . import tracking
+    runs = job_runs(cfg)
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.limit_http_retries()
     members = []
@@ -127,6 +145,7 @@ def job_members(cfg: DictConfig, protocol: dict) -> list[Member]:
 
 
 def is_done(m: Member) -> bool:
+    from . import tracking
     status = tracking.status_of(m.existing)
     if status in tracking.DONE:
         log.info("skip %s: already %s (MLflow run %s)", m.name, status, m.existing.info.run_id)
@@ -135,6 +154,7 @@ def is_done(m: Member) -> bool:
 
 def start_tracking(cfg: DictConfig, m: Member, history: list[dict] | None) -> None:
     """Create or reopen the member's MLflow run; log the epochs a checkpoint holds that MLflow lacks."""
+    from .train import git_commit
     m.out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, m.out_dir / "config.yaml")
     m.tracker.start(m.existing, git_commit())
@@ -143,6 +163,7 @@ def start_tracking(cfg: DictConfig, m: Member, history: list[dict] | None) -> No
 
 
 def finish_tracking(m: Member, result: dict) -> None:
+    from . import train as trainer
     result["mlflow_run_id"] = m.tracker.run_id
     result["mlflow_synced"] = m.tracker.finish(result, m.out_dir)
     write_json(m.out_dir / "result.json", result)
@@ -156,6 +177,7 @@ def finish_tracking(m: Member, result: dict) -> None:
 
 def selection_note(result: dict) -> str:
     """How the run's number was chosen (``train.select_on``), for its end-of-run line."""
+    from . import train as trainer
     if result.get("select_on", "test") == "test":
         return "select_on=test (the paper's: epoch chosen on the test split)"
     if result.get(trainer.SELECTED_EPOCH) is None:
@@ -166,6 +188,7 @@ def selection_note(result: dict) -> str:
 
 def checkpoint_path(members: list[Member]) -> Path:
     """A run's checkpoint lives in its run directory; a group's in a folder named by its members."""
+    from . import tracking
     if len(members) == 1:
         return members[0].out_dir / "checkpoint.pt"
     group = tracking.group_hash([m.tracker.hash for m in members])[:8]
@@ -193,15 +216,11 @@ def load_data(name: str, root: str, seed: int, download: bool, cache: str | None
 
 def run_one(cfg: DictConfig) -> list[dict]:
     """Validate, skip what is done, train the job's runs (resuming), track. Returns the results of what was trained."""
-    try:
-        schema.check_config(cfg)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    import torch
+
+    from . import train as trainer
+    check_job(cfg)  # before anything trains (a sweep's jobs were planned, but a worker checks its own)
     protocol = schema.TrainConf(**OmegaConf.to_container(cfg.train, resolve=True)).protocol()
-    try:  # before anything trains: the tracking server must take these credentials for writing
-        tracking.require_write_access(cfg.tracking.uri, cfg.tracking.experiment)
-    except tracking.AccessError as e:
-        raise UsageError(str(e)) from None
     members = [m for m in job_members(cfg, asdict(protocol)) if not is_done(m)]
     if not members:
         return []
@@ -253,55 +272,99 @@ def in_launch_dir():
         os.chdir(here)
 
 
-@hydra.main(config_path="pkg://asym.conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=overrides.PRIMARY[0], config_name=overrides.PRIMARY[1], version_base="1.3")
 def _main(cfg: DictConfig) -> None:
+    from .train import Interrupted
     try:
         with in_launch_dir():
             run_one(cfg)
     except UsageError as e:
         fail(str(e))
-    except trainer.Interrupted as e:  # one line, no trace; a sweep stops here too (SystemExit passes Hydra)
+    except Interrupted as e:  # one line, no trace; a sweep stops here too (SystemExit passes Hydra)
         print(f"asym-train: {e}; the last finished epoch is kept: run the same command to resume",
               file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
 
 
 def train() -> None:
-    """Console script ``asym-train``: overrides are checked first, so a typo costs one line, not a trace."""
-    # Hydra's own command-line parser, so the overrides we check are exactly those hydra.main will see; it has
-    # no public import path (pinned by test_private_apis_we_rely_on_still_exist)
+    """Console script ``asym-train``: the command line checked first, so a bad override costs one line (exit 2)
+    and leaves nothing behind — not even Hydra's ``logs/<time>`` directory; then ``hydra.main`` runs it."""
+    # Hydra's own command-line parser, so what we check is exactly what hydra.main will see; it has no public
+    # import path (pinned by test_private_apis_we_rely_on_still_exist)
     from hydra._internal.utils import get_args_parser
     args = get_args_parser().parse_args()
     try:
-        schema.check_overrides(args.overrides, {g: group_options(g) for g in CONFIG_GROUPS})
-        if not (args.multirun or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion):
-            check_composed(args.overrides)  # a sweep checks each job's composed config in its plan
-    except ValueError as e:
+        argv = preflight(args)
+    except (ValueError, UsageError) as e:  # OverrideError, and every check_config/plan line, are ValueErrors
         fail(str(e))
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
     _main()
 
 
-def check_composed(overrides: list[str]) -> None:
-    """The single run's config composed as ``hydra.main`` will compose it, checked whole (``check_config``):
-    one line before Hydra creates the run's log directory. Composition errors are left to Hydra's own report."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    try:
-        with initialize_config_module("asym.conf", version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides))
-    except Exception:
-        return
-    finally:
-        GlobalHydra.instance().clear()
-    schema.check_config(cfg)
-    if cfg.seeds > 1:
-        raise ValueError(f"seeds={cfg.seeds} repeats the runs of a sweep: add -m (asym-train -m … seeds={cfg.seeds}), "
+SHOW = "--cfg, --info and --help"
+
+
+def preflight(args) -> Optional[list[str]]:
+    """``asym-train``'s command line (``args``: Hydra's parse of it) checked as ``hydra.main`` will run it.
+
+    - a run: its config as Hydra composes it, then ``check_job`` (values, tracking access, dataset); a
+      ``seeds`` above 1 needs ``-m``;
+    - a sweep (``-m``): its primary config as Hydra composes it; the sweeper checks every job (``plan``);
+    - ``--cfg``/``--info``/``--help``: the config they show must compose; with ``-m`` they show the sweep's
+      first job (``show_first_job``), and the command line that does so is returned for ``hydra.main``.
+
+    Raises OverrideError/UsageError with one line. Returns the arguments to run Hydra with, None to keep them."""
+    commands = [f for f, on in (("--run", args.run), ("--multirun", args.multirun), ("--cfg", args.cfg),
+                                ("--info", args.info), ("--shell-completion", args.shell_completion)) if on]
+    shows = bool(args.cfg or args.info or args.help)
+    if len(commands) > 1 and not (args.multirun and len(commands) == 2 and (args.cfg or args.info)):
+        raise OverrideError(f"{' and '.join(commands)} together: choose one (-m goes with {SHOW}: they show the "
+                            "sweep's first job)")
+    if args.resolve and not (args.cfg or args.help):
+        raise OverrideError("--resolve goes with --cfg or --help")
+    if args.hydra_help or args.shell_completion:
+        return None
+    with overrides.session(args.config_path, args.config_dir, _main.__wrapped__) as loader:
+        if args.multirun and shows:
+            return show_first_job(args, loader)
+        cfg = overrides.compose(loader, args.overrides, multirun=args.multirun, config_name=args.config_name)
+        if shows or args.multirun:
+            return None
+    if isinstance(cfg.seeds, int) and cfg.seeds > 1:
+        raise UsageError(f"seeds={cfg.seeds} repeats the runs of a sweep: add -m (asym-train -m … seeds={cfg.seeds}), "
                          "or choose one run's seed with seed=N")
+    check_job(cfg)
+    return None
+
+
+def show_first_job(args, loader) -> list[str]:
+    """``-m`` with ``--cfg``/``--info``/``--help``: Hydra shows one config, a sweep has many. The sweep is planned
+    as the sweeper plans it (every job checked; datasets and tracking are not), a comment line says how many jobs
+    it has and the first job's overrides, and Hydra's own ``--cfg``/``--info``/``--help`` shows that job's config
+    (returned: the command line to run Hydra with, without ``-m``)."""
+    from .launcher import plan
+    master = overrides.compose(loader, args.overrides, multirun=True, config_name=args.config_name)
+    jobs = plan.sweep_jobs(master, list(master.hydra.overrides.task), loader)
+    entries = plan.plan(master, jobs, lambda o: loader.load_sweep_config(master, list(o)), check_data=False)
+    first = [*master.hydra.overrides.hydra, *entries[0]["overrides"]]
+    overrides.compose(loader, first, config_name=args.config_name)
+    print(f"# asym-train -m: {len(entries)} runs; below, the first one's: {' '.join(entries[0]['overrides'])}",
+          flush=True)
+    flags = [*(["--cfg", args.cfg] if args.cfg else []), *(["--package", args.package] if args.package else []),
+             *(["--resolve"] if args.resolve else []), *(["--info", args.info] if args.info else []),
+             *(["--help"] if args.help else []),
+             *(["--config-path", args.config_path] if args.config_path else []),
+             *(["--config-name", args.config_name] if args.config_name else []),
+             *(["--config-dir", args.config_dir] if args.config_dir else [])]
+    return [*flags, *first]
 
 
 def sync() -> None:
     """Console script ``asym-sync OUTPUT_ROOT [--tracking-uri URI] [--experiment NAME]``."""
     import argparse
+
+    from . import tracking
     ap = argparse.ArgumentParser(description="Upload local run records (result.json) that MLflow lacks.")
     ap.add_argument("output_root", nargs="?", default="runs")
     ap.add_argument("--tracking-uri", default=None)

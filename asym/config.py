@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from .protocol import Protocol, RunSpec
+from .protocol import FP16_GROUP_ERROR, Protocol, RunSpec
 
 
 @dataclass
@@ -53,11 +54,19 @@ class Config:
     tracking: TrackingConf = field(default_factory=TrackingConf)
 
 
+RUN_KEYS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")   # a run's fields (RunSpec)
+ENGINES = ("single", "group")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")   # train.device: what device_of() hands to torch.device
+
+
 def register() -> None:
+    """The schemas, as root configs: ``conf/config.yaml`` starts from ``schema``, each ``conf/train`` and
+    ``conf/tracking`` option from ``train_schema`` / ``tracking_schema``. Outside the ``train`` and ``tracking``
+    groups, so a schema is no option of its group (``train=glob(*)`` sweeps demo and paper, nothing else)."""
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
-    cs.store(group="train", name="schema", node=TrainConf)
-    cs.store(group="tracking", name="schema", node=TrackingConf)
+    cs.store(name="train_schema", node=TrainConf)
+    cs.store(name="tracking_schema", node=TrackingConf)
 
 
 def run_spec(cfg: Any) -> RunSpec:
@@ -81,22 +90,17 @@ def check_config(cfg: Any) -> None:
 
 
 def _check_config(cfg: Any) -> None:
-    import torch
+    check_keys(cfg)
     run_spec(cfg)
     train = TrainConf(**OmegaConf.to_container(cfg.train, resolve=True))
     train.protocol().validate()
-    try:
-        device = train.device if train.device == "auto" else torch.device(train.device)
-    except (RuntimeError, ValueError, TypeError):
-        device = None
-    if device is None:
+    if not (isinstance(train.device, str) and DEVICE.fullmatch(train.device)):
         raise ValueError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {train.device!r}")
     if not (isinstance(train.threads, int) and train.threads >= 0):
         raise ValueError(f"train.threads must be an integer ≥ 0 (0: torch's default), got {train.threads!r}")
     if cfg.engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
     if train.amp == "fp16" and cfg.engine == "group":
-        from .engine import FP16_GROUP_ERROR
         raise ValueError(FP16_GROUP_ERROR)
     for m in cfg.lr_mults or []:
         RunSpec(cfg.model, cfg.dataset, float(m)).validate()
@@ -106,13 +110,42 @@ def _check_config(cfg: Any) -> None:
             raise ValueError(f"{key} must not be empty")
 
 
+def check_keys(cfg: Any) -> None:
+    """The composed config has exactly the schema's keys (``hydra`` aside): ValueError naming the first key that
+    ``~key`` deleted (every run reads every key) or that ``+key``/``++key`` added (no run reads it)."""
+    from .overrides import unknown_key
+    missing, extra = _key_differences(cfg, OmegaConf.structured(Config), "")
+    if missing:
+        raise deleted(missing[0])
+    if extra:
+        key, schema_node = extra[0]
+        raise ValueError(unknown_key(key, schema_node, added=True))
+
+
+def deleted(key: str) -> ValueError:
+    """The line for a key of the schema that ``~key`` took out of the composed config."""
+    return ValueError(f"~{key} deletes a key every run needs; set it instead ({key}=…) or leave it out")
+
+
+def _key_differences(cfg: Any, schema: Any, prefix: str) -> tuple[list[str], list[tuple[str, Any]]]:
+    from omegaconf import DictConfig
+    missing = [prefix + k for k in schema if k not in cfg]
+    extra = [(prefix + k, schema) for k in cfg if k not in schema and not (not prefix and k == "hydra")]
+    for k in schema:
+        node = schema._get_node(k)
+        if k in cfg and isinstance(node, DictConfig) and isinstance(cfg._get_node(k), DictConfig):
+            m, e = _key_differences(cfg[k], schema[k], f"{prefix}{k}.")
+            missing, extra = missing + m, extra + e
+    return missing, extra
+
+
 def train_option(name: str) -> Protocol:
     """The protocol of a ``conf/train`` option (``paper``, ``demo``), its ``defaults`` followed."""
     from importlib import resources
     node = OmegaConf.create((resources.files("asym.conf") / "train" / f"{name}.yaml").read_text())
     merged = OmegaConf.structured(TrainConf)
     for parent in node.pop("defaults", []):
-        if parent != "schema":
+        if not parent.startswith("/train_schema"):
             merged = OmegaConf.merge(merged, OmegaConf.structured(TrainConf(**dataclasses.asdict(train_option(parent)))))
     merged = OmegaConf.merge(merged, node)
     return TrainConf(**OmegaConf.to_container(merged)).protocol()
@@ -124,7 +157,7 @@ def named_protocols() -> dict[str, str]:
 
     from .tracking import protocol_hash
     names = sorted(f.name[:-5] for f in (resources.files("asym.conf") / "train").iterdir() if f.name.endswith(".yaml"))
-    return {protocol_hash(asdict(train_option(n))): n for n in names if n != "schema"}
+    return {protocol_hash(asdict(train_option(n))): n for n in names}
 
 
 def check_seeds(seeds: Any) -> int:
@@ -134,79 +167,3 @@ def check_seeds(seeds: Any) -> int:
     return seeds
 
 
-RUN_KEYS = ("model", "dataset", "lr_mult", "freeze", "procedure", "seed")
-ENGINES = ("single", "group")
-
-
-def _known_keys(cls=Config, prefix: str = "") -> list[str]:
-    out = []
-    for name, f in cls.__dataclass_fields__.items():
-        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
-            out += _known_keys(sub, f"{prefix}{name}.")
-        else:
-            out.append(prefix + name)
-    return out
-
-
-def check_overrides(args: list[str], groups: dict[str, list[str]]) -> None:
-    """Command-line overrides checked against the schema before Hydra composes anything.
-
-    Hydra reports a misspelt key or a badly typed value as a multi-line trace; we want one line.
-    Raises ValueError naming the bad key or value. ``groups`` maps each config group (``train``,
-    ``sweep``…) to its options.
-    """
-    import difflib
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        overrides = OverridesParser.create().parse_overrides(args)
-    except Exception as e:
-        raise ValueError(str(e).splitlines()[0]) from None
-    keys = _known_keys()
-    for o in overrides:
-        key = o.key_or_group
-        if key in groups:
-            bad = [v for v in _values(o) if v not in groups[key]]
-            if bad:
-                raise ValueError(f"no {key} config '{bad[0]}'; choose from {', '.join(groups[key])}")
-            continue
-        if key == "hydra.launcher.runs_per_task" and not o.is_delete():
-            from asym.launcher.slurm import check_runs_per_task  # the launcher owns its rule
-            check_runs_per_task(o.value())
-        if o.is_delete() or key.split("/")[0].split(".")[0] == "hydra":
-            continue
-        if o.is_add() and key in keys:  # Hydra's rule: '+' appends a new key; '++' appends or overrides
-            raise ValueError(f"'+{key}' adds a key the config already has; write {key}=… or ++{key}=…")
-        if key == "seeds" and o.is_sweep_override():
-            raise ValueError("seeds is a count, not a sweep axis: seeds=3 runs seeds 0, 1, 2 (or sweep seed=0,1,2)")
-        if key not in keys:
-            hint = difflib.get_close_matches(key, keys, n=1)
-            raise ValueError(f"unknown config key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                             + f"; keys: {', '.join(k for k in keys if '.' not in k)}, data.*, train.*, tracking.*")
-        for v in _values(o):
-            try:
-                cfg = OmegaConf.structured(Config)
-                OmegaConf.update(cfg, key, v, merge=True)
-            except OmegaConfBaseException as e:
-                raise ValueError(f"bad value for {key}: {str(e).splitlines()[0]}") from None
-            if key in RUN_KEYS:
-                run_spec(cfg)
-            if key == "seeds":
-                check_seeds(cfg.seeds)
-            if key == "engine" and v not in ENGINES:
-                raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {v!r}")
-
-
-def _values(override) -> list:
-    """The values an override sets, one per job of a sweep, as Hydra parses them (a quoted string without its
-    quotes, ``\\,`` as a comma); interval sweeps are left to Hydra."""
-    from hydra.core.override_parser.types import QuotedString
-    if not override.is_sweep_override():
-        return [override.value()]
-    if override.is_interval_sweep():
-        return []
-    return [v.text if isinstance(v, QuotedString) else v for v in override.sweep_iterator()]

@@ -19,7 +19,7 @@ from torch import nn
 from .data import TensorData
 from .group import GroupBatchManhattan, widen
 from .models import batchnorm_layers, build_network, parse_model
-from .protocol import Protocol, RunSpec
+from .protocol import FP16_GROUP_ERROR, Protocol, RunSpec
 
 EVAL_BATCH = 1000
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # Protocol.amp → autocast's dtype
@@ -44,10 +44,6 @@ def calibrate_batchnorm(net: nn.Module, x_train: torch.Tensor, rng: torch.Genera
         net(x_train[idx])
     for bn in bns:
         bn.calibrating = False
-
-
-FP16_GROUP_ERROR = ("train.amp=fp16 needs engine=single: its GradScaler skips the step of every member of a run "
-                    "group when one member's gradients overflow; use train.amp=bf16 for run groups")
 
 
 class Engine:

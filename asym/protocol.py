@@ -22,6 +22,8 @@ MOMENTUM = 0.9                                 # m of every update setting (Sect
 WEIGHT_DECAY = 5e-4                            # d: MatConvNet's default; the paper states none
 SELECTIONS = {"test": "selected on the test split (the paper)",   # lr and epoch; how tables and status say it
               "val": "selected on a holdout of the training split (train.val_fraction)"}
+FP16_GROUP_ERROR = ("train.amp=fp16 needs engine=single: its GradScaler skips the step of every member of a run "
+                    "group when one member's gradients overflow; use train.amp=bf16 for run groups")
 
 
 def procedures_for(model: str, freeze: str = "none") -> tuple[str, ...]:

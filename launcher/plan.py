@@ -9,13 +9,16 @@ import functools
 import json
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
 from asym import data, tracking
-from asym.config import RUN_KEYS, TrainConf, check_config, check_seeds, run_spec
+from asym.config import RUN_KEYS, TrainConf, check_config, check_seeds, deleted, run_spec
 from asym.files import write_json
+from asym.overrides import OverrideError, check_forms, explain, group_options
+from asym.overrides import parse as parse_overrides
 
 PLAN_FILE = "runs.json"
 
@@ -75,45 +78,108 @@ def expand_seeds(jobs: list[list[str]], seeds: int) -> list[list[str]]:
     return [[*job, f"seed={k}"] for k in range(seeds) for job in jobs]
 
 
+SWEEP_GROUP = "sweep"   # the config group of the sweep files (sweeps/*.yaml)
+
+
+def sweep_jobs(config, arguments: list[str], loader) -> list[list[str]]:
+    """The jobs of a sweep, each a list of overrides, as Hydra's ``BasicSweeper`` splits them (the sweep file's
+    ``hydra.sweeper.params`` first, then the command line's ``arguments``; ``loader`` lets ``glob()`` list a
+    config group), minus the combinations that do not exist and duplicates (``select_jobs``), then repeated per
+    seed (``expand_seeds``).
+
+    A sweep over sweep files (``+sweep=table2,table3``, ``+sweep=glob(table*)``) is the union of their grids,
+    each composed with the rest of the command line (a run they share is planned once, by ``plan``).
+    Raises OverrideError/ValueError with one line: an unparsable override, ``interval()`` (not a grid), a
+    swept ``seeds``, ``seeds`` with ``seed``, a sweep with no runs."""
+    jobs = _grid(config, list(arguments), loader)
+    if not jobs:
+        raise ValueError(f"this sweep has no runs ({' '.join(arguments) or 'no overrides'}): a sweep needs at "
+                         "least one value per key, and only_for_models leaves out runs that do not exist")
+    return expand_seeds(jobs, config.seeds)
+
+
+def _grid(config, arguments: list[str], loader) -> list[list[str]]:
+    # Hydra's own split of a sweep into jobs; its sweeper has no public import path (pinned by
+    # test_private_apis_we_rely_on_still_exist)
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    sweeper = config.hydra.sweeper
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    parsed = parse_overrides(params + arguments, loader)
+    check_forms(parsed)
+    for o in parsed:
+        if o.key_or_group == "seeds" and o.is_sweep_override():
+            raise ValueError("seeds is a count, not a sweep axis: seeds=3 runs seeds 0, 1, 2 (or sweep seed=0,1,2)")
+    files = [(i, o) for i, o in enumerate(parsed[len(params):]) if o.key_or_group == SWEEP_GROUP
+             and o.is_sweep_override()]
+    if files:
+        i, o = files[0]
+        names = list(o.sweep_string_iterator())
+        if not names:
+            options = group_options(loader.get_group_options(SWEEP_GROUP))
+            raise OverrideError(f"{o.input_line} selects no sweep file; choose from {', '.join(options)}")
+        union = []
+        for name in names:
+            mine = [*arguments[:i], f"{o.get_key_element()}={name}", *arguments[i + 1:]]
+            union += _grid(compose_sweep(config, mine, loader), mine, loader)
+        return union
+    try:
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    except Exception as e:
+        raise OverrideError(explain(e, params + arguments)) from None
+    return select_jobs(jobs, dict(sweeper.get("only_for_models") or {}))
+
+
+def compose_sweep(config, task_overrides: list[str], loader):
+    """The sweep's primary config for these task overrides, composed as Hydra composes a multirun's."""
+    from hydra.types import RunMode
+    lines = [*config.hydra.overrides.hydra, *task_overrides]
+    try:
+        return loader.load_configuration(config.hydra.job.config_name, lines, RunMode.MULTIRUN)
+    except Exception as e:
+        raise OverrideError(explain(e, lines)) from None
+
+
 def _protocol(train_node) -> dict:
     return asdict(TrainConf(**OmegaConf.to_container(train_node, resolve=True)).protocol())
 
 
-def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object],
+def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object], check_data: bool = True,
          missing: list | None = None) -> list[dict]:
-    """Every run of the sweep, validated, with its datasets on disk. Raises ValueError, or DatasetMissing naming
-    every dataset of the sweep that is missing or incomplete — unless ``missing`` is a list (the dry run):
-    then the missing datasets are appended to it (``missing_datasets``) instead.
+    """Every run of the sweep, validated, each planned once, with its datasets on disk (``check_data``). Raises
+    OverrideError/ValueError with one line, or DatasetMissing naming every dataset of the sweep that is missing —
+    unless ``missing`` is a list (the dry run): the datasets not ready are appended to it instead
+    (``missing_datasets``: nothing decoded or written).
 
-    ``job_config(overrides)`` composes one job's config. The run keys of a job are read from its overrides
-    as Hydra parses them (``job_values``); everything else (the protocol, ``data.*``) from the composed
-    config of the job, composed once per distinct set of the job's other overrides.
+    Each job is checked on its config as Hydra composes it: ``job_config(overrides)`` composes the job's other
+    overrides (the protocol, ``data.*``, sweep file…) once per distinct set, checked whole (``check_config``);
+    on it, the job's overrides of the run keys are applied by Hydra's own override code (once per distinct
+    override of each key: top-level scalars, so they commute; an interpolated run key composes the whole job).
+    Two jobs whose configs differ only in ``tables`` (a run two tables share) are one run: the later is dropped.
+    The entries' ``overrides`` are the jobs to launch, ``num`` their index.
     """
     from asym.analysis.tables import tables_of
-    base = {k: config[k] for k in RUN_KEYS}
-    wanted, entries, composed = [], [], {}
-    for num, job in enumerate(jobs):
-        kv = job_values(job)
+    tables = functools.lru_cache(maxsize=None)(tables_of)   # a few dozen (model, freeze) pairs in any sweep
+    composed, fields_cache, entries, seen, wanted = {}, {}, [], set(), []
+    for job in jobs:
         rest = tuple(o for o in job if parse(o).key_or_group not in RUN_KEYS and not parse(o).is_hydra_override())
         if rest not in composed:
-            cfg = job_config(list(rest)) if rest else config
-            check_config(cfg)  # every train.* and other value, before anything runs
-            composed[rest] = (_protocol(cfg.train), cfg.data.root, bool(cfg.data.download))
-        proto, root, download = composed[rest]
-        deleted = {parse(o).key_or_group for o in job if parse(o).is_delete()}
-        run = run_spec(OmegaConf.create({**{k: v for k, v in base.items() if k not in deleted},
-                                         **{k: kv[k] for k in RUN_KEYS if k in kv}}))
-        wanted.append((run.dataset, str(root), download, run.seed))
+            composed[rest] = _composed(job_config, list(rest))
+        cfg, small, proto, signature = composed[rest]
+        fields = _run_fields(job, rest, small, fields_cache)
+        run = run_spec(fields if fields is not None else _composed(job_config, list(job))[0])
         fields = asdict(run)
-        entries.append({"num": num, "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
-                        "config_hash": tracking.config_hash(fields, proto),
-                        "protocol_hash": tracking.protocol_hash(proto), "select_on": proto["select_on"],
-                        "tables": tables_of(run.model, run.freeze)})
+        identity = (tracking.config_hash(fields, proto), signature)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        wanted.append((run.dataset, str(cfg.data.root), bool(cfg.data.download), run.seed))
+        entries.append({"num": len(entries), "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
+                        "config_hash": identity[0], "protocol_hash": tracking.protocol_hash(proto),
+                        "select_on": proto["select_on"], "tables": tables(run.model, run.freeze)})
     if missing is not None:
         missing += missing_datasets(wanted, config.data.get("cache"))
-        return entries
-    # every missing or incomplete dataset of the sweep in one message, not the first one found
-    data.check_all(wanted, cache=config.data.get("cache"))
+    elif check_data:  # every missing or incomplete dataset of the sweep in one message, not the first one found
+        data.check_all(wanted, cache=config.data.get("cache"))
     return entries
 
 
@@ -132,6 +198,58 @@ def missing_datasets(wanted, cache=None) -> list[tuple[str, str, str]]:
         elif s.cache != "current":
             out[name] = (name, "unprepared", f"present at {s.path}; its cache is {s.cache}")
     return list(out.values())
+
+
+def _composed(job_config, overrides: list[str]) -> tuple:
+    """A job config composed by Hydra and checked whole; its run keys alone (to apply a job's run keys on);
+    its protocol; what else defines its jobs (every key but the run keys, ``tables`` and ``hydra``)."""
+    import copy
+    import json
+
+    from omegaconf import open_dict
+    try:
+        cfg = job_config(overrides)
+    except Exception as e:
+        raise OverrideError(explain(e, overrides)) from None
+    check_config(cfg)  # every train.* and other value, before anything runs
+    small = copy.deepcopy(cfg)
+    with open_dict(small):
+        for k in [k for k in small if k not in RUN_KEYS]:
+            del small[k]
+    rest = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+            for k in cfg if k not in RUN_KEYS and k not in ("hydra", "tables")}
+    return cfg, small, _protocol(cfg.train), json.dumps(rest, sort_keys=True, default=str)
+
+
+_ABSENT, _INTERPOLATED = object(), object()
+
+
+def _run_fields(job: list[str], rest: tuple, small, cache: dict):
+    """The run keys of a job config: ``small`` (its other overrides' config, run keys only) with the job's
+    overrides of each run key applied by Hydra (``ConfigLoaderImpl._apply_overrides_to_config``, private: Hydra
+    has no public call that applies overrides to a config; pinned by test_private_apis_we_rely_on_still_exist).
+    None when a run key is an interpolation (the whole job is composed instead)."""
+    import copy
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    fields = {}
+    for key in RUN_KEYS:
+        lines = tuple(o for o in job if parse(o).key_or_group == key)
+        if (rest, key, lines) not in cache:
+            cfg = copy.deepcopy(small)
+            try:
+                ConfigLoaderImpl._apply_overrides_to_config([parse(o) for o in lines], cfg)
+            except Exception as e:
+                raise OverrideError(explain(e, list(lines))) from None
+            cache[rest, key, lines] = (_ABSENT if key not in cfg else _INTERPOLATED
+                                       if OmegaConf.is_interpolation(cfg, key) else cfg[key])
+        value = cache[rest, key, lines]
+        if value is _ABSENT:
+            raise deleted(key)
+        if value is _INTERPOLATED:
+            return None
+        fields[key] = value
+    return SimpleNamespace(**fields)
 
 
 def _number(x: float) -> str:

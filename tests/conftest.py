@@ -111,3 +111,63 @@ def env_with_credentials(credentials: "tuple[str | None, str | None] | None", ho
         if password is not None:
             env["MLFLOW_TRACKING_PASSWORD"] = password
     return env
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.returncode, self.stdout, self.stderr = code, out, err
+
+    def error_lines(self) -> list[str]:
+        return self.stderr.strip().splitlines()
+
+
+@pytest.fixture
+def asym_train(monkeypatch, capsys, tmp_path):
+    """``asym-train ARGS`` in this process (its console-script function, ``asym.cli.train``, under a patched
+    ``sys.argv``), run in ``tmp_path``: returns its exit code, stdout and stderr. Hydra's global state and the
+    logging handlers it installs are reset afterwards. The fast way to test what a command line does."""
+    import logging
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from asym import cli
+
+    def run(*args, cwd=None) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["asym-train", *map(str, args)])
+        monkeypatch.chdir(cwd or tmp_path)
+        capsys.readouterr()
+        handlers, level = logging.root.handlers[:], logging.root.level
+        code = 0
+        try:
+            cli.train()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            GlobalHydra.instance().clear()
+            logging.root.handlers[:] = handlers
+            logging.root.setLevel(level)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+    return run
+
+
+def assert_one_error_line(res: CliResult, message: str, where: Path, keep: tuple = ()) -> None:
+    """The standard for bad input: exit code 2, one ``error:`` line that says ``message``, and nothing written
+    under ``where`` but what the test put there (``keep``): no run directory, no Hydra ``logs/<time>`` directory,
+    no MLflow store."""
+    lines = res.error_lines()
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert sorted(p.name for p in where.iterdir() if p.name not in keep) == [], "bad input wrote something"
+
+
+def tiny_npz(path, seed=0):
+    """A small real .npz dataset (x_train y_train x_test y_test) of three separable classes."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    y = np.arange(120) % 3
+    x = rng.normal(size=(120, 12)).astype("float32") + 3 * np.eye(3, 12, dtype="float32")[y]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
+    return path

@@ -15,6 +15,7 @@ from asym.data import PAPER_DATASETS
 from asym.models import parse_model
 from asym.protocol import CLAMPED_MODELS, LR_MULTIPLIERS, TWO_PROCEDURE_MODELS, procedures_for
 from asym.launcher.plan import job_values, select_jobs
+from conftest import assert_one_error_line, tiny_npz
 
 TABLES = {"table2": 11 * 75 + 75, "table3": 11 * 75, "table4_c1": 8 * 75, "table4_c2": 4 * 2 * 75, "table5": 8 * 75}
 
@@ -82,6 +83,16 @@ def test_private_apis_we_rely_on_still_exist():
     from submitit.slurm.slurm import _make_sbatch_string
 
     assert hasattr(BasicSweeper, "split_arguments") and "overrides" in get_args_parser().parse_args(["a=1"])
+    # asym.overrides.session sets Hydra up as hydra.main does; plan applies a job's run keys with Hydra's code
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path, \
+        detect_calling_file_or_module_from_task_function
+    assert {"task_name", "config_search_path"} <= set(inspect.signature(Hydra.create_main_hydra2).parameters)
+    assert list(inspect.signature(create_automatic_config_search_path).parameters) == \
+        ["calling_file", "calling_module", "config_path"]
+    assert detect_calling_file_or_module_from_task_function(test_private_apis_we_rely_on_still_exist)[1] == __name__
+    assert list(inspect.signature(ConfigLoaderImpl._apply_overrides_to_config).parameters) == ["overrides", "cfg"]
     assert {"command", "folder", "map_count"} <= set(inspect.signature(_make_sbatch_string).parameters)
     local = submitit.AutoExecutor(folder="/tmp/asym-pin", cluster="local")._executor
     local.update_parameters(visible_gpus=(0,))
@@ -95,7 +106,7 @@ def test_demo_sweep_is_table2_on_digits_at_three_multipliers():
     assert {j["dataset"] for j in jobs} == {"digits"}
 
 
-def asym_train(cwd, *args, timeout=600):
+def asym_train_process(cwd, *args, timeout=600):
     return subprocess.run(["asym-train", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -104,7 +115,7 @@ def test_demo_sweep_end_to_end_then_skips_everything(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["-m", "+sweep=demo", "train.epochs=2", "model=SGD,uSF+BM", "lr_mult=10", f"tracking.uri={uri}",
             f"output_root={tmp_path}/runs"]
-    first = asym_train(tmp_path, *args)
+    first = asym_train_process(tmp_path, *args)
     assert first.returncode == 0, first.stderr[-3000:]
     df = tracking.runs_frame(uri)
     assert len(df) == 3  # SGD, uSF+BM, uSF+BM large_batch
@@ -127,7 +138,7 @@ def test_demo_sweep_end_to_end_then_skips_everything(tmp_path):
     checkpoints = sorted((tmp_path / "runs").rglob("checkpoint.pt"))
     assert len(checkpoints) == 3
     mtimes = [p.stat().st_mtime_ns for p in checkpoints]
-    again = asym_train(tmp_path, *args)
+    again = asym_train_process(tmp_path, *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("skip ") + again.stdout.count("skip ") == 3
     assert len(tracking.runs_frame(uri)) == 3, "a rerun created MLflow runs"
@@ -138,7 +149,7 @@ def test_demo_sweep_end_to_end_then_skips_everything(tmp_path):
 def test_failing_run_fails_the_sweep_and_ends_FAILED_in_mlflow(tmp_path):
     # a run that raises (here: a device this machine does not have) must not be swallowed by Hydra
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    res = asym_train(tmp_path, "-m", "model=SGD", "dataset=digits", "lr_mult=1,10", "train.epochs=1",
+    res = asym_train_process(tmp_path, "-m", "model=SGD", "dataset=digits", "lr_mult=1,10", "train.epochs=1",
                      "train.device=cuda:99", f"tracking.uri={uri}", f"output_root={tmp_path}/runs")
     assert res.returncode != 0
     assert "2 of 2 runs failed" in res.stderr
@@ -156,37 +167,23 @@ def test_failing_run_fails_the_sweep_and_ends_FAILED_in_mlflow(tmp_path):
     ("+sweep=table9", "no sweep config 'table9'"),
     ("freeze=middle", "freeze must be one of"),
 ])
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["run", "multirun"])
-def test_bad_input_is_one_line_and_nonzero(tmp_path, override, message, mode):
+def test_bad_input_is_one_line_and_nonzero(asym_train, tmp_path, override, message, mode):
     args = (["-m"] if mode == "multirun" else []) + [override, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
                                                     f"output_root={tmp_path}/runs"]
-    res = asym_train(tmp_path, *args, timeout=120)
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+    assert_one_error_line(asym_train(*args), message, tmp_path)   # no mlflow.db, no runs/ (nor runs/logs/<time>)
 
 
-@pytest.mark.slow
-def test_missing_dataset_stops_a_sweep_before_any_run(tmp_path):
-    res = asym_train(tmp_path, "-m", "model=SGD", "dataset=digits,mnist,timit80", f"data.root={tmp_path}/nodata",
-                     f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"output_root={tmp_path}/runs", timeout=120)
-    assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "dataset 'mnist' not found" in res.stderr
-    assert "dataset 'timit80' not found" in res.stderr and "asym-data status" in res.stderr  # all of them, at once
-    assert not (tmp_path / "mlflow.db").exists()
-
-
-def tiny_npz(path, seed=0):
-    """A small real .npz dataset (x_train y_train x_test y_test) of three separable classes."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    y = np.arange(120) % 3
-    x = rng.normal(size=(120, 12)).astype("float32") + 3 * np.eye(3, 12, dtype="float32")[y]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
-    return path
+@pytest.mark.parametrize("mode", ["run", "multirun"])
+def test_missing_dataset_stops_a_sweep_before_any_run(asym_train, tmp_path, mode):
+    datasets = "dataset=digits,mnist,timit80" if mode == "multirun" else "dataset=mnist"
+    res = asym_train(*(["-m"] if mode == "multirun" else []), "model=SGD", datasets, f"data.root={tmp_path}/nodata",
+                     f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"output_root={tmp_path}/runs")
+    assert_one_error_line(res, "dataset 'mnist' not found", tmp_path)
+    if mode == "multirun":
+        assert "dataset 'timit80' not found" in res.stderr and "asym-data status" in res.stderr  # all at once
+    else:
+        assert "asym-data download mnist" in res.stderr
 
 
 @pytest.mark.slow
@@ -199,7 +196,7 @@ def test_sweep_plan_is_hydras_parse_and_matches_mlflow(tmp_path):
     comma = tiny_npz(tmp_path / "data" / "a,b.npz", seed=1)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     escaped = str(comma).replace(",", "\\,")
-    res = asym_train(tmp_path, "-m", "model=SGD", f"dataset='npz:{odd}',npz:{escaped}", "++lr_mult=1,10",
+    res = asym_train_process(tmp_path, "-m", "model=SGD", f"dataset='npz:{odd}',npz:{escaped}", "++lr_mult=1,10",
                      "++seed=choice(0,1)", "train=demo", "train.epochs=1", f"tracking.uri={uri}",
                      f"output_root={tmp_path}/runs", "hydra.sweep.dir=sweep")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -224,14 +221,9 @@ def test_sweep_plan_is_hydras_parse_and_matches_mlflow(tmp_path):
     (["+seed=0,1"], "'+seed' adds a key the config already has"),
     (["++lr_mult=-1,1"], "lr_mult must be a positive number"),
 ])
-@pytest.mark.slow
-def test_add_prefixes_are_checked_like_plain_overrides(tmp_path, args, message):
-    res = asym_train(tmp_path, "-m", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                     f"output_root={tmp_path}/runs", timeout=120)
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+def test_add_prefixes_are_checked_like_plain_overrides(asym_train, tmp_path, args, message):
+    res = asym_train("-m", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"output_root={tmp_path}/runs")
+    assert_one_error_line(res, message, tmp_path)
 
 
 @pytest.mark.slow
@@ -243,7 +235,7 @@ def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher)
     tiny_npz(tmp_path / "data" / "mine.npz")
     args = ["-m", "model=SGD,BN", "dataset=npz:data/mine.npz", "lr_mult=10", "train=demo", "train.epochs=1",
             "tracking.uri=sqlite:///mlflow.db", "output_root=runs", "hydra.job.chdir=true", *launcher]
-    first = asym_train(tmp_path, *args)
+    first = asym_train_process(tmp_path, *args)
     assert first.returncode == 0, first.stderr[-3000:]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     df = tracking.runs_frame(uri)
@@ -254,7 +246,7 @@ def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher)
     checkpoints = sorted((tmp_path / "runs").rglob("checkpoint.pt"))
     assert len(checkpoints) == 2 and all(p.parent.parent.parent.parent == tmp_path / "runs" for p in checkpoints)
     mtimes = [p.stat().st_mtime_ns for p in checkpoints]
-    again = asym_train(tmp_path, *args)
+    again = asym_train_process(tmp_path, *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(tracking.runs_frame(uri)) == 2, "the relaunch created runs"
     assert [p.stat().st_mtime_ns for p in checkpoints] == mtimes, "the relaunch retrained a finished run"
@@ -285,15 +277,11 @@ def test_relative_paths_mean_the_launch_directory_with_chdir(tmp_path, launcher)
     (["train.select_on=train"], "train.select_on must be one of test, val"),
     (["train.select_on=val", "train.val_fraction=1"], "train.val_fraction must be in (0, 0.5)"),
 ])
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["run", "multirun"])
-def test_bad_protocol_values_fail_before_anything_runs(tmp_path, args, message, mode):
+def test_bad_protocol_values_fail_before_anything_runs(asym_train, tmp_path, args, message, mode):
     """One error line, exit 2, no MLflow run, no run directory (batch_size=0 used to leave a FAILED run and a
     trace; epochs=0 'finished' a run that trained nothing)."""
     sweep = ["-m", "model=SGD,BN"] if mode == "multirun" else []
-    res = asym_train(tmp_path, *sweep, "dataset=digits", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                     f"output_root={tmp_path}/runs", timeout=120)
-    assert res.returncode == 2, res.stderr[-2000:]
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+    res = asym_train(*sweep, "dataset=digits", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                     f"output_root={tmp_path}/runs")
+    assert_one_error_line(res, message, tmp_path)

@@ -4,8 +4,10 @@ On top of ``BasicSweeper`` (see ``asym.launcher.plan``):
 - ``only_for_models`` drops combinations that do not exist (``procedure=large_batch`` only for ``uSF+BM``,
   ``freeze=bottom|top`` only for Exp. C2's models) and identical runs are launched once (``BM1`` is ``BM``).
 - ``seeds=K`` repeats every run with seed 0 … K-1 (``plan.expand_seeds``), each its own run;
-- every run is validated and every dataset found on disk before anything is launched or queued;
-  the plan is written to ``<sweep dir>/runs.json`` for ``asym-status``.
+- every job is checked on its config as Hydra composes it, and every dataset found on disk, before anything
+  is written, launched or queued (one ``error:`` line otherwise); a sweep over sweep files
+  (``+sweep=glob(table*)``) is the union of their grids; the plan is written to ``<sweep dir>/runs.json``
+  for ``asym-status``.
 - the launcher is checked with the sweep's job count before anything is written (SLURM: the cluster's limits).
 - ``dry_run=true`` prints the plan and its estimated cost instead (``asym.launcher.dry_run``): nothing is
   queued, written or logged, and missing datasets are listed, not refused.
@@ -17,13 +19,12 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 # Hydra's default sweeper has no public import path; we extend it for its override splitting and batching
 # rather than copy them (pinned by test_private_apis_we_rely_on_still_exist).
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
@@ -51,20 +52,12 @@ class AsymSweeper(BasicSweeper):
         self.dry_run = dry_run
 
     def sweep(self, arguments: List[str]) -> Any:
-        from asym.data import DatasetMissing
         from asym.launcher import plan
         from asym.launcher.progress import RunsProgress
         from asym.launcher.slurm import LaunchError
 
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides(self._parse_config() + list(arguments))
-        jobs = plan.select_jobs(BasicSweeper.split_arguments(overrides, None)[0], self.only_for_models)
         missing = [] if self._is_dry_run() else None  # the dry run lists missing datasets instead of refusing
-        try:
-            jobs = plan.expand_seeds(jobs, self.config.seeds)
-            entries = plan.plan(self.config, jobs, self._job_config, missing)
-        except (ValueError, DatasetMissing) as e:
-            self._fail(str(e))
+        jobs, entries = self._planned(arguments, missing)
         if missing is not None:
             return self._dry_run(entries, jobs, missing)
         self._check_tracking_access()
@@ -80,7 +73,6 @@ class AsymSweeper(BasicSweeper):
         size = self.max_batch_size or (1 if in_process else len(jobs))
         log.info("sweep: %d runs in %d jobs (%s), plan in %s", len(entries), len(jobs), "one at a time" if in_process
                  else type(self.launcher).__name__, sweep_dir / plan.PLAN_FILE)
-        self.validate_batch_is_legal(jobs)
         unit = "run groups" if len(jobs) < len(entries) else "runs"
         progress = RunsProgress(len(jobs), unit=unit) if in_process else None
         returns, failed, queued = [], [], 0
@@ -142,6 +134,27 @@ class AsymSweeper(BasicSweeper):
         if appendix:
             print(appendix, flush=True)
         return []
+
+    # --- validation: the whole sweep checked before anything is written, queued or launched ---------------------
+
+    def _planned(self, arguments: List[str], missing: Optional[list] = None) -> Tuple[List[List[str]], List[dict]]:
+        """The sweep's jobs (Hydra's parse and split of the sweep file's params and the command line) and their
+        plan, every job checked on its composed config and every dataset found; one ``error:`` line and exit 2
+        otherwise, before anything exists. Replaces ``validate_batch_is_legal`` (a full composition per job:
+        minutes for the paper's 2,700 runs) with ``plan.plan``'s per-job check on Hydra's composition."""
+        from omegaconf.errors import OmegaConfBaseException
+
+        from asym.data import DatasetMissing
+        from asym.launcher import plan
+        from asym.overrides import explain
+        try:
+            jobs = plan.sweep_jobs(self.config, list(arguments), self.hydra_context.config_loader)
+            entries = plan.plan(self.config, jobs, self._job_config, missing=missing)
+        except (ValueError, DatasetMissing) as e:
+            self._fail(str(e))
+        except (HydraException, OmegaConfBaseException) as e:
+            self._fail(explain(e, list(arguments)))
+        return [e["overrides"] for e in entries], entries
 
     def _check_tracking_access(self) -> None:
         """Before the sweep directory exists and anything is queued: the server takes these credentials for writing."""
