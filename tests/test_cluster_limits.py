@@ -162,11 +162,10 @@ def test_reading_the_cluster_and_costing_a_sweep_need_no_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_without_slurm_commands_a_slurm_sweep_is_one_line_before_anything_is_written(tmp_path, monkeypatch):
-    from inprocess import asym_train
+def test_without_slurm_commands_a_slurm_sweep_is_one_line_before_anything_is_written(asym_train, tmp_path,
+                                                                                      monkeypatch):
+    from conftest import assert_one_error_line
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
-    res = asym_train(tmp_path, "-m", "model=SGD", "lr_mult=10,1", "dataset=digits", "hydra/launcher=slurm",
+    res = asym_train("-m", "model=SGD", "lr_mult=10,1", "dataset=digits", "hydra/launcher=slurm",
                      f"tracking.uri=sqlite:///{tmp_path}/m.db")
-    assert res.returncode == 2 and len(res.errors()) == 1, res.stderr
-    assert "sbatch/scontrol/sinfo/squeue not found: submit from a SLURM login node" in res.errors()[0]
-    assert list(tmp_path.iterdir()) == [], "no sweep directory or plan before the error"
+    assert_one_error_line(res, "sbatch/scontrol/sinfo/squeue not found: submit from a SLURM login node", tmp_path)

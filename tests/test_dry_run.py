@@ -1,5 +1,5 @@
 """``hydra.sweeper.dry_run=true``: the plan and cost of any sweep, on any launcher, with or without data —
-nothing queued, written or logged. In-process (``tests/inprocess.py``); the SLURM launcher reads the limits of a
+nothing queued, written or logged. In-process (conftest's ``asym_train``); the SLURM launcher reads the limits of a
 controller captured from CI's real one (tests/data/slurm), so these tests need no cluster."""
 import math
 import re
@@ -13,7 +13,6 @@ from asym.data import PAPER_DATASETS
 from asym.launcher import cluster as cl
 from asym.launcher import cost, slurm
 from asym.protocol import Protocol
-from inprocess import asym_train
 
 DATA = Path(__file__).parent / "data" / "slurm"
 DRY = ["-m", "hydra.sweeper.dry_run=true"]
@@ -37,11 +36,12 @@ def total_line(out: str) -> list[str]:
 
 
 @pytest.mark.parametrize("launcher", ["basic", "slurm"])
-def test_paper_dry_run_plans_2700_runs_lists_missing_datasets_and_writes_nothing(tmp_path, monkeypatch, launcher):
+def test_paper_dry_run_plans_2700_runs_lists_missing_datasets_and_writes_nothing(asym_train, tmp_path, monkeypatch,
+                                                                                 launcher):
     monkeypatch.setattr(slurm, "read_cluster", captured_cluster)
     extra = ["hydra/launcher=slurm"] if launcher == "slurm" else []
-    res = asym_train(tmp_path, *DRY, "+sweep=paper", *extra, f"data.root={tmp_path / 'no-data'}")
-    assert res.returncode == 0 and not res.errors(), res.stderr[-2000:]
+    res = asym_train(*DRY, "+sweep=paper", *extra, f"data.root={tmp_path / 'no-data'}")
+    assert res.returncode == 0 and "error:" not in res.stderr, res.stderr[-2000:]
     out = res.stdout
     assert "plan: 2700 runs in 2700 jobs; 15 datasets; tables 2, 3, 4c1, 4c2, 5" in out
     assert f"missing datasets: {len(PAPER_DATASETS)} of {len(PAPER_DATASETS)}" in out
@@ -63,14 +63,14 @@ def test_paper_dry_run_plans_2700_runs_lists_missing_datasets_and_writes_nothing
     assert list(tmp_path.iterdir()) == [], "a dry run wrote something (sweep dir, runs.json, mlflow.db)"
 
 
-def test_dry_run_on_the_local_pool_and_the_alias_of_the_slurm_key(tmp_path, monkeypatch):
+def test_dry_run_on_the_local_pool_and_the_alias_of_the_slurm_key(asym_train, tmp_path, monkeypatch):
     monkeypatch.setattr(slurm, "read_cluster", captured_cluster)
     sweep = ["model=SGD,BN", "lr_mult=10,1", "dataset=digits,mnist", f"data.root={tmp_path / 'no-data'}"]
-    local = asym_train(tmp_path, *DRY, *sweep, "hydra/launcher=local", "hydra.launcher.workers=3")
+    local = asym_train(*DRY, *sweep, "hydra/launcher=local", "hydra.launcher.workers=3")
     assert local.returncode == 0, local.stderr[-2000:]
     assert "local pool: 8 jobs, 3 at a time (CPU, 1 thread each)" in local.stdout
     assert list(missing_lines(local.stdout)) == ["mnist"] and "missing datasets: 1 of 2" in local.stdout
-    alias = asym_train(tmp_path, "-m", *sweep, "hydra/launcher=slurm", "hydra.launcher.dry_run=true",
+    alias = asym_train("-m", *sweep, "hydra/launcher=slurm", "hydra.launcher.dry_run=true",
                        "hydra.launcher.runs_per_task=3")
     assert alias.returncode == 0, alias.stderr[-2000:]
     assert "SLURM: 8 jobs in 3 array tasks (runs_per_task=3), 1 job array" in alias.stdout
@@ -78,7 +78,7 @@ def test_dry_run_on_the_local_pool_and_the_alias_of_the_slurm_key(tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
-def test_data_present_but_not_prepared_is_named_and_nothing_is_decoded_or_cached(tmp_path):
+def test_data_present_but_not_prepared_is_named_and_nothing_is_decoded_or_cached(asym_train, tmp_path):
     """A real sweep prepares every dataset's tensor cache first; the dry run only says it would (nothing written)."""
     import numpy as np
     data = tmp_path / "data"
@@ -88,7 +88,7 @@ def test_data_present_but_not_prepared_is_named_and_nothing_is_decoded_or_cached
              x_test=rng.normal(size=(9, 12)), y_test=np.arange(9) % 3)
     work = tmp_path / "work"
     work.mkdir()
-    res = asym_train(work, *DRY, "model=SGD", f"dataset=digits,npz:{data / 'feat.npz'}")
+    res = asym_train(*DRY, "model=SGD", f"dataset=digits,npz:{data / 'feat.npz'}", cwd=work)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"not prepared yet: npz:{data / 'feat.npz'} — decoded into the tensor cache before the sweep starts" \
         in res.stdout and "datasets: all 2 found" in res.stdout
@@ -96,7 +96,7 @@ def test_data_present_but_not_prepared_is_named_and_nothing_is_decoded_or_cached
     assert list(work.iterdir()) == [] and not (tmp_path / "cache").exists(), "the dry run decoded or cached"
 
 
-def test_dry_run_counts_what_the_store_has_done_and_costs_only_the_rest(tmp_path):
+def test_dry_run_counts_what_the_store_has_done_and_costs_only_the_rest(asym_train, tmp_path):
     """Two of the four runs are finished in the store: the dry run says so, and costs the other two."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sweep = ["model=SGD,BN", "lr_mult=10,1", "dataset=digits", "train=demo", f"tracking.uri={uri}"]
@@ -107,7 +107,7 @@ def test_dry_run_counts_what_the_store_has_done_and_costs_only_the_rest(tmp_path
         t.start()
         tracking.client(uri).set_tag(t.run_id, tracking.STATUS_TAG, "finished")
     before = sorted(p.name for p in tmp_path.iterdir())
-    res = asym_train(tmp_path, *DRY, *sweep)
+    res = asym_train(*DRY, *sweep)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "already done: 2 of 4 runs" in res.stdout
     assert "estimated cost of the 2 runs to do" in res.stdout
@@ -117,9 +117,9 @@ def test_dry_run_counts_what_the_store_has_done_and_costs_only_the_rest(tmp_path
     assert len(tracking.runs_frame(uri)) == 2, "the dry run logged to MLflow"
 
 
-def test_dry_run_creates_no_experiment_on_a_tracking_server(tmp_path, mlflow_server):
+def test_dry_run_creates_no_experiment_on_a_tracking_server(asym_train, tmp_path, mlflow_server):
     exp = "dry-run-must-not-create-this"
-    res = asym_train(tmp_path, *DRY, "model=SGD", "lr_mult=10,1", "dataset=digits", f"tracking.uri={mlflow_server}",
+    res = asym_train(*DRY, "model=SGD", "lr_mult=10,1", "dataset=digits", f"tracking.uri={mlflow_server}",
                      f"tracking.experiment={exp}")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "already done: 0 of 2 runs" in res.stdout
@@ -127,9 +127,9 @@ def test_dry_run_creates_no_experiment_on_a_tracking_server(tmp_path, mlflow_ser
     assert list(tmp_path.iterdir()) == []
 
 
-def test_without_slurm_commands_the_dry_run_assumes_slurms_defaults(tmp_path, monkeypatch):
+def test_without_slurm_commands_the_dry_run_assumes_slurms_defaults(asym_train, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
-    res = asym_train(tmp_path, *DRY, "model=SGD", "lr_mult=10,1,0.1", "dataset=digits", "hydra/launcher=slurm")
+    res = asym_train(*DRY, "model=SGD", "lr_mult=10,1,0.1", "dataset=digits", "hydra/launcher=slurm")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "cluster not read (sbatch/scontrol/sinfo/squeue not found" in res.stdout
     assert "assuming SLURM's defaults MaxArraySize=1001" in res.stdout and array_sizes(res.stdout) == [3]
