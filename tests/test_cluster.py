@@ -542,24 +542,22 @@ def no_accounting(slurm):
 
 @pytest.fixture(scope="class")
 def ended_sweep(no_accounting, mlflow_server, tmp_path_factory):
-    """Four runs, two at a time: two on digits finish; two on a folder dataset whose images turn out unreadable when
-    its run loads them (the plan only lists files): the first fails, the last is cancelled while it waits — it never
+    """Four runs, two at a time: the first two finish; the third fails when its job starts (a file stands where its
+    run directory must go — a disk problem the plan cannot see); the fourth is cancelled while it waits: it never
     starts and leaves nothing behind. Returns once the controller has forgotten them all (MinJobAge)."""
     tmp = tmp_path_factory.mktemp("no-accounting")
-    for split in ("train", "test"):
-        for cls in ("a", "b"):
-            (tmp / "bad" / split / cls).mkdir(parents=True)
-            for i in range(2):
-                (tmp / "bad" / split / cls / f"{i}.png").write_bytes(secrets.token_bytes(200))
     exp, root, name = experiment(), tmp / "runs", job_name()
     try:
-        asym(tmp, "asym-train", "-m", f"dataset=digits,folder:{tmp / 'bad'}", "lr_mult=10,1", "model=SGD",
-             "train=demo", "train.epochs=1", *SLURM, "hydra.launcher.array_parallelism=2", f"hydra.launcher.name={name}",
+        asym(tmp, "asym-train", "-m", "lr_mult=10,1,0.1,0.01", "model=SGD", "dataset=digits", "train=demo",
+             "train.epochs=1", *SLURM, "hydra.launcher.array_parallelism=2", f"hydra.launcher.name={name}",
              *tracking_args(mlflow_server, exp, root), check=True)
         doc = plan.read(sweep_dir(root))
         jobs = [doc["jobs"][str(e["num"])] for e in doc["runs"]]
-        assert [e["run"]["dataset"] for e in doc["runs"]][:2] == ["digits", "digits"]
-        subprocess.run(["scancel", jobs[3]], check=True)  # still pending behind the %2 limit
+        subprocess.run(["scancel", jobs[3]], check=True)  # tasks 2 and 3 are still pending behind the %2 limit
+        third = doc["runs"][2]
+        blocker = root / "digits" / "SGD" / f"lr{third['run']['lr_mult']:g}-none-standard-{third['config_hash'][:8]}"
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("not a directory")
         array = jobs[0].split("_")[0]
         wait_until(lambda: subprocess.run(["squeue", "-h", "-r", "-j", array, "-t", "PENDING,RUNNING,COMPLETING",
                                            "-o", "%i"], capture_output=True, text=True).stdout.strip() == "", 600,
@@ -592,8 +590,7 @@ class TestNoAccounting:
             (2, 1, 1, 0, 0), res.stdout
         assert sum(line.startswith("sweep ") for line in res.stdout.splitlines()) == 1, \
             "--watch ended at once: nothing is queued or running"
-        assert f"SLURM {jobs[2]}: FAILED: asym.data.sources.DatasetIncomplete: " in res.stdout, res.stdout
-        assert "unreadable image" in res.stdout
+        assert f"SLURM {jobs[2]}: FAILED: FileExistsError: [Errno 17] File exists: " in res.stdout, res.stdout
         assert f"SLURM {jobs[3]}: LOST)" in res.stdout and "submitit's job files (sacct:" in res.stdout
 
     def test_status_without_the_sacct_binary(self, ended_sweep, tmp_path):
