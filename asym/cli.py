@@ -153,13 +153,19 @@ def is_done(m: Member) -> bool:
 
 
 def start_tracking(cfg: DictConfig, m: Member, history: list[dict] | None) -> None:
-    """Create or reopen the member's MLflow run; log the epochs a checkpoint holds that MLflow lacks."""
+    """Reopen the member's MLflow run when its checkpoint resumes it (``history``: the epochs the checkpoint holds,
+    logged where MLflow lacks them). A run that starts from epoch 0 gets a new MLflow run — linked to the one it
+    replaces, if any (its run directory was deleted, ``output_root`` changed, or ``train.restart=true``) — so no
+    epoch is ever logged twice."""
     from .train import git_commit
     m.out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, m.out_dir / "config.yaml")
-    m.tracker.start(m.existing, git_commit())
-    if m.existing is not None and history:
-        m.tracker.catch_up(history)
+    if history is not None:
+        m.tracker.start(m.existing, git_commit())
+        if history:
+            m.tracker.catch_up(history)
+    else:
+        m.tracker.start(None, git_commit(), replaces=m.existing)
 
 
 def finish_tracking(m: Member, result: dict) -> None:
@@ -228,10 +234,15 @@ def run_one(cfg: DictConfig) -> list[dict]:
         torch.set_num_threads(cfg.train.threads)
     lead = members[0].run
     ds = load_data(lead.dataset, to_absolute_path(cfg.data.root), lead.seed, cfg.data.download, cfg.data.cache)
-    ckpt = checkpoint_path(members)
-    saved = trainer.Checkpoint.read(ckpt)
+    runs, ckpt = [m.run for m in members], checkpoint_path(members)
+    try:  # before any run directory or MLflow run: batch sizes that fit, a checkpoint that can resume this job
+        trainer.check_batches(runs, ds, protocol)
+        found = None if cfg.train.restart else trainer.Checkpoint.find(ckpt, trainer.job_identity(runs, protocol),
+                                                                       warn=False)  # train() warns
+    except (ValueError, trainer.CheckpointError) as e:
+        raise UsageError(str(e)) from None
     for k, m in enumerate(members):
-        start_tracking(cfg, m, saved["histories"][k] if saved else None)
+        start_tracking(cfg, m, found[1]["histories"][k] if found else None)
         m.tracker.log_dataset(ds)
     if len(members) > 1:
         log.info("run group of %d: %s", len(members), ", ".join(m.name for m in members))
@@ -239,12 +250,14 @@ def run_one(cfg: DictConfig) -> list[dict]:
         results = trainer.train([m.run for m in members], ds, [m.out_dir for m in members], protocol, device_of(cfg),
                                 checkpoint=ckpt, on_epoch=lambda k, rec: members[k].tracker.log_epoch(rec),
                                 config=flat_params(cfg), title=members[0].name if len(members) == 1 else None,
-                                compile=cfg.train.compile)
+                                compile=cfg.train.compile, restart=cfg.train.restart)
     except trainer.Interrupted:
         for m in members:  # KILLED in MLflow with status=interrupted; the same command resumes it
             if (m.out_dir / "result.json").exists():
                 finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
         raise
+    except trainer.CheckpointError as e:  # found unusable between the preflight and the load: nothing trained
+        raise UsageError(str(e)) from None
     except Exception as e:
         for m in members:  # each member's failed record, with the epochs it finished
             if (m.out_dir / "result.json").exists():

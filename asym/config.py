@@ -24,6 +24,7 @@ class TrainConf(Protocol):
     device: str = "auto"            # auto: cuda if available, else cpu
     threads: int = 0                # torch CPU threads; 0 leaves torch's default
     compile: bool = False           # torch.compile the network: same numbers within float tolerance (not hashed)
+    restart: bool = False           # discard the run's checkpoints and start it over, in a new MLflow run (not hashed)
 
     def protocol(self) -> Protocol:
         return Protocol(**{k: v for k, v in asdict(self).items() if k in Protocol.__dataclass_fields__})

@@ -19,7 +19,7 @@ from torch import nn
 from .data import TensorData
 from .group import GroupBatchManhattan, widen
 from .models import batchnorm_layers, build_network, parse_model
-from .protocol import FP16_GROUP_ERROR, Protocol, RunSpec
+from .protocol import FP16_GROUP_ERROR, Protocol, RunSpec, batch_bounds
 
 EVAL_BATCH = 1000
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # Protocol.amp → autocast's dtype
@@ -28,7 +28,8 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # Protocol.amp →
 @torch.no_grad()
 def calibrate_batchnorm(net: nn.Module, x_train: torch.Tensor, rng: torch.Generator, proto: Protocol) -> None:
     """Forward ``bn_batches`` training batches, EMA of batch mean/std from the first: protocol decision 4
-    (docs/protocol.md)."""
+    (docs/protocol.md). The batches are the first of one pass's mini-batches (``batch_bounds``: a last batch of one
+    joins the one before it, protocol decision 14)."""
     bns = batchnorm_layers(net)
     if not bns:
         return
@@ -37,11 +38,8 @@ def calibrate_batchnorm(net: nn.Module, x_train: torch.Tensor, rng: torch.Genera
         bn.reset_statistics()
         bn.alpha, bn.calibrating = proto.bn_alpha, True
     order = torch.randperm(len(x_train), generator=rng).to(x_train.device)
-    for i in range(proto.bn_batches):
-        idx = order[i * proto.batch_size:(i + 1) * proto.batch_size]
-        if len(idx) == 0:
-            break
-        net(x_train[idx])
+    for start, stop in batch_bounds(len(x_train), proto.batch_size)[:proto.bn_batches]:
+        net(x_train[order[start:stop]])
     for bn in bns:
         bn.calibrating = False
 

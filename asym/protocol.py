@@ -141,3 +141,38 @@ class RunSpec:
     def group_key(self) -> tuple:
         """Runs with equal keys can train as one group: everything but the lr multiplier."""
         return (parse_model(self.model).label, self.dataset, self.freeze, self.procedure, self.seed)
+
+
+# ------------------------------------------------------------------ mini-batches (protocol decision 14)
+MIN_BATCH = 2  # batch normalisation in training mode needs ≥ 2 values per channel; an FC layer has one per example
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Protocol decision 14 (docs/protocol.md): one pass over ``n`` examples (a permutation's positions) as
+    ``(start, stop)`` mini-batches of ``batch_size``, the last one shorter — and a last one of fewer than
+    ``MIN_BATCH`` examples (one example) joined to the batch before it, for every model, so no mini-batch is too
+    small for batch normalisation and every example is trained on once per epoch. Where ``n mod batch_size ≠ 1``,
+    and for ``batch_size`` 1 (every batch is one example; ``check_batch_sizes`` refuses it for BN models), these are
+    exactly the slices of ``range(0, n, batch_size)``."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < MIN_BATCH <= batch_size:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n]))
+
+
+def check_batch_sizes(proto: Protocol, runs: "list[RunSpec]", n_train: int, dataset: str) -> None:
+    """ValueError (one line naming the ``train.*`` key) unless every batch size ``runs`` train with fits their
+    training split of ``n_train`` examples: larger than the split is refused, and so is a batch of one for a BN
+    model (protocol decision 14: batch normalisation needs ``MIN_BATCH`` examples)."""
+    keys = ["batch_size"]
+    if any(r.procedure == "large_batch" for r in runs) and proto.large_batch_after < proto.epochs:
+        keys.append("large_batch_size")
+    bn = [r.model for r in runs if parse_model(r.model).batchnorm]
+    for key in keys:
+        size = getattr(proto, key)
+        if size > n_train:
+            raise ValueError(f"train.{key}={size} is larger than the training split of {dataset} ({n_train} examples); "
+                             f"choose train.{key} ≤ {n_train}")
+        if size < MIN_BATCH and bn:
+            raise ValueError(f"train.{key}={size} cannot train {bn[0]}: batch normalisation needs ≥ {MIN_BATCH} "
+                             "examples per mini-batch (protocol decision 14)")

@@ -37,6 +37,12 @@ PREFERENCE = ("finished", "diverged", "running", INTERRUPTED, FAILED)  # which r
 MLFLOW_STATUS = {FAILED: "FAILED", INTERRUPTED: "KILLED"}  # status tag → MLflow's run status (else FINISHED)
 SUMMARY_METRICS = (BEST_ERROR, BEST_EPOCH, SELECTED_EPOCH, SELECTED_HOLDOUT_ERROR, SELECTED_ERROR)
 RUN_DIR_FILE = "result.json"
+# A run started over from epoch 0 (its run directory deleted, output_root changed, train.restart=true) gets a new
+# MLflow run, never the old one's metric history: the new run names the one it replaces, the old one its successor
+RESTART_OF_TAG, RESTARTED_AS_TAG = "restart_of", "restarted_as"
+# how each entry point lets the user choose another store or experiment (the store-state messages name them)
+TRAIN_OPTIONS = {"uri": "tracking.uri=URI", "experiment": "tracking.experiment=NAME"}
+TOOL_OPTIONS = {"uri": "--tracking-uri URI", "experiment": "--experiment NAME"}
 DATASET_ID_TAG = "dataset_id"  # the content identity of the run's data (protocol decision 18, docs/protocol.md)
 
 
@@ -115,10 +121,13 @@ def client(uri: str | None = None):
 
 
 def ensure_experiment(uri: str | None, name: str = DEFAULT_EXPERIMENT) -> str:
-    """Create the experiment once (before workers start: concurrent creation misroutes runs)."""
+    """Create the experiment once (before workers start: concurrent creation misroutes runs). Raises
+    ``ExperimentDeleted`` for an experiment of that name in MLflow's trash (no run can be created in it)."""
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise ExperimentDeleted(deleted_experiment(resolve_uri(uri), exp))
         return exp.experiment_id
     try:
         return c.create_experiment(name)
@@ -191,8 +200,11 @@ def runs_frame(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
         return None  # reading must not create an empty database
     check_access(uri, experiment)  # no credentials, or wrong ones: one line, not a REST trace
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
         return None
+    if exp.lifecycle_stage == "deleted":  # its runs are in the trash with it: say so, not "no runs"
+        raise ExperimentDeleted(deleted_experiment(uri, exp, TOOL_OPTIONS))
     return mlflow.search_runs(experiment_names=[experiment], max_results=100000)
 
 
@@ -210,7 +222,8 @@ def _log_metrics(c, run_id: str, metrics: list) -> None:
 
 
 class RunTracker:
-    """Logs one run. Any tracking error is logged once and switches the tracker off; the run goes on."""
+    """Logs one run. Any tracking error is logged once — one line naming the store's state (``explain_failure``) —
+    and switches the tracker off; the run goes on."""
 
     def __init__(self, uri: str | None, experiment: str, run: dict, protocol: dict, params: dict):
         self.uri, self.experiment = uri, experiment
@@ -229,8 +242,8 @@ class RunTracker:
             return fn(*args)
         except Exception as e:  # tracking must never fail a run: result.json + asym-sync cover it
             self.ok = False
-            log.warning("MLflow unreachable while %s (%s); the run continues, run asym-sync later", what,
-                        str(e).splitlines()[0][:200])
+            log.warning("%s; the run continues and keeps its result.json", explain_failure(
+                self.uri, self.experiment, self.run_id, e, what))
             return None
 
     def existing(self):
@@ -243,7 +256,10 @@ class RunTracker:
             return None if i is None else runs[i]
         return self._guard("looking up the run", look)
 
-    def start(self, existing=None, git_commit: str | None = None) -> None:
+    def start(self, existing=None, git_commit: str | None = None, replaces=None) -> None:
+        """Reopen ``existing`` (a resumed run), else create the MLflow run. ``replaces``: the MLflow run of this
+        config hash that a start from epoch 0 supersedes — the new run is tagged ``restart_of`` it, and it is
+        tagged ``restarted_as`` the new one and, unless done, ended ``failed`` (so the new run stands for the hash)."""
         def start():
             c = client(self.uri)
             if existing is not None:
@@ -259,10 +275,14 @@ class RunTracker:
                 tags.update(view_tags(self.run, self.protocol))  # the description, tables, protocol_hash
                 if self.run.get(DATASET_ID_TAG):
                     tags[DATASET_ID_TAG] = self.run[DATASET_ID_TAG]
+                if replaces is not None:
+                    tags[RESTART_OF_TAG] = replaces.info.run_id
                 name = run_name(self.run, same_label_datasets(c, exp_id, self.run["dataset"]))
                 self.run_id = c.create_run(exp_id, run_name=name, tags=tags).info.run_id
                 from mlflow.entities import Param
                 c.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in self.params.items()])
+                if replaces is not None:
+                    supersede(c, replaces, self.run_id)
         self._guard("starting the run", start)
         if self.run_id and str(self.params.get(SYSTEM_METRICS_PARAM, False)).lower() == "true":
             self._guard("starting system metrics", lambda: self._start_system_metrics(existing is not None))
@@ -312,10 +332,33 @@ class RunTracker:
         self._stop_system_metrics()
         self.ok = True  # the server may be back after an outage: try once more
         if self.run_id is None:
-            self.start(self.existing())
+            found = self.existing()  # the run never reached MLflow while it trained
+            if continues(found, result):
+                self.start(found)
+            else:
+                self.start(None, replaces=found)
         if not self.run_id:
             return False
         return bool(self._guard("finishing the run", lambda: finish_run(client(self.uri), self.run_id, result, out_dir)))
+
+
+def continues(found, result: dict) -> bool:
+    """Whether the record ``result`` (a ``result.json``) continues the MLflow run ``found`` — it was logged there, or
+    it resumed from a checkpoint whose earlier epochs may be there — rather than starting its config over from
+    epoch 0 (then it gets a new MLflow run that replaces ``found``: never two attempts' points in one run)."""
+    if found is None:
+        return True
+    resumed = (result.get("timings") or {}).get("resumed_from_epoch") is not None
+    return resumed or result.get("mlflow_run_id") == found.info.run_id
+
+
+def supersede(c, old, new_run_id: str) -> None:
+    """``old`` (an MLflow run) is replaced by the run ``new_run_id``, which started its config over from epoch 0."""
+    c.set_tag(old.info.run_id, RESTARTED_AS_TAG, new_run_id)
+    if status_of(old) not in DONE:
+        c.set_tag(old.info.run_id, STATUS_TAG, FAILED)
+        if old.info.status == "RUNNING":
+            c.set_terminated(old.info.run_id, status="FAILED")
 
 
 def view_tags(run: dict, protocol: dict) -> dict:
@@ -487,14 +530,123 @@ def check_access(uri: str | None, experiment: str = DEFAULT_EXPERIMENT, write: b
     return True
 
 
-def require_write_access(uri: str | None, experiment: str = DEFAULT_EXPERIMENT) -> None:
+def require_write_access(uri: str | None, experiment: str = DEFAULT_EXPERIMENT, options: dict = TRAIN_OPTIONS) -> None:
     """``asym-train``'s preflight, before anything trains or is queued: ``AccessError`` unless the server
-    takes these credentials for writing to ``experiment``. An unreachable server only warns (the runs keep
-    their ``result.json``; ``asym-sync`` uploads them later, through this same check)."""
+    takes these credentials for writing to ``experiment``, ``ReadOnlyStore`` for a store that cannot be written,
+    ``ExperimentDeleted`` for an experiment in MLflow's trash (the user chooses: restore it or name another).
+    An unreachable server only warns (the runs keep their ``result.json``; ``asym-sync`` uploads them later,
+    through this same check). ``options``: how the messages name the choice of another store or experiment."""
     limit_http_retries()
     if not check_access(uri, experiment, write=True):
         log.warning("tracking server %s unreachable: its credentials are not checked; runs keep their result.json "
                     "for asym-sync", resolve_uri(uri))
+        return
+    check_store(uri, experiment, options)
+
+
+# ------------------------------------------------------------------------------- the store's states
+class ExperimentDeleted(AccessError):
+    """The experiment is in MLflow's trash: nothing can be logged to it until it is restored (one line)."""
+
+
+class ReadOnlyStore(AccessError):
+    """The tracking store cannot be written (a read-only SQLite file or folder, a ``mode=ro`` URI): one line."""
+
+
+def deleted_experiment(uri: str, exp, options: dict = TRAIN_OPTIONS) -> str:
+    """The one line every entry point prints for a deleted experiment ``exp`` (an ``mlflow.entities.Experiment``)."""
+    return (f"MLflow experiment '{exp.name}' (id {exp.experiment_id}) at {uri} is deleted: restore it with "
+            f"`MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id {exp.experiment_id}`, "
+            f"or choose another experiment with {options['experiment']}")
+
+
+def read_only_reason(uri: str) -> str | None:
+    """Why a local store (SQLite, or a folder of runs) cannot be written, or None: the kernel's answer to
+    ``access(W_OK)`` on the file and its folder (it honours read-only mounts and immutable files, also for
+    root), and a SQLite URI's own ``mode=ro``/``immutable=1``. A server's store is the server's business."""
+    from urllib.parse import parse_qs, urlsplit
+    uri = resolve_uri(uri)
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    if uri.startswith("sqlite:///"):
+        where, _, query = uri[len("sqlite:///"):].partition("?")
+        params = parse_qs(query)
+        if params.get("mode") == ["ro"] or params.get("immutable") == ["1"]:
+            return f"its URI opens it read-only ({query})"
+        path = Path(where.removeprefix("file:"))
+    else:
+        path = Path(urlsplit(uri).path if uri.startswith("file:") else uri)
+    if path.exists():
+        folder = path if path.is_dir() else path.parent
+        if not os.access(path, os.W_OK):
+            return f"{path} is not writable"
+    else:
+        folder = path.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is not writable"
+    return None
+
+
+def check_store(uri: str | None, experiment: str, options: dict = TRAIN_OPTIONS) -> None:
+    """``ReadOnlyStore`` or ``ExperimentDeleted`` (one line each, naming the way out) if runs cannot be logged to
+    ``experiment`` at ``uri`` for either reason; a store that cannot be asked is left to the caller."""
+    uri = resolve_uri(uri)
+    reason = read_only_reason(uri)
+    if reason:
+        raise ReadOnlyStore(f"MLflow store {uri} is read-only ({reason}): make it writable, or choose another store "
+                            f"with {options['uri']}")
+    if uri.startswith("sqlite:///") and not Path(uri[10:].partition("?")[0].removeprefix("file:")).exists():
+        return  # no store yet, so no deleted experiment; asking would create it before the other checks pass
+    try:
+        exp = client(uri).get_experiment_by_name(experiment)
+    except Exception:  # unreachable, or a server error: not a state to refuse the run for
+        return
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise ExperimentDeleted(deleted_experiment(uri, exp, options))
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) is a failure to reach the server: no connection, or no answer in time.
+    An answer — 4xx, 5xx, a database error — is not."""
+    import requests
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
+                              TimeoutError)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def explain_failure(uri: str | None, experiment: str, run_id: str | None, error: BaseException, what: str) -> str:
+    """One line saying which state of the store made ``error`` happen while ``what``: the server unreachable, the
+    experiment or the run deleted, the store read-only, else MLflow's own first line — each with its remedy.
+    Asks the store (the experiment's and the run's lifecycle stage), never guesses from the message alone."""
+    uri = resolve_uri(uri)
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    if unreachable(error):
+        return f"MLflow at {uri} is unreachable while {what} ({detail}): run asym-sync once it is back"
+    try:
+        c = client(uri)
+        exp = c.get_experiment_by_name(experiment)
+        run = c.get_run(run_id) if run_id else None
+    except Exception as probe:
+        if unreachable(probe):
+            return f"MLflow at {uri} is unreachable while {what} ({detail}): run asym-sync once it is back"
+        exp = run = None
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        return (f"MLflow experiment '{exp.name}' (id {exp.experiment_id}) was deleted while {what}: restore it with "
+                f"`MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id {exp.experiment_id}`, "
+                "then run asym-sync")
+    if run is not None and run.info.lifecycle_stage == "deleted":
+        return (f"MLflow run {run_id} was deleted while {what}: asym-sync uploads this run as a new MLflow run "
+                f"(or restore it first with `MLFLOW_TRACKING_URI={uri} mlflow runs restore --run-id {run_id}`)")
+    reason = read_only_reason(uri) or ("the database is read-only" if "readonly database" in str(error) else None)
+    if reason or getattr(error, "error_code", None) == "PERMISSION_DENIED":
+        return (f"MLflow store {uri} is read-only while {what} ({reason or detail}): make it writable, "
+                "then run asym-sync")
+    return f"MLflow at {uri} failed while {what} ({detail}): run asym-sync later"
 
 
 def log_missing_epochs(c, run_id: str, history: list[dict]) -> None:
@@ -525,7 +677,8 @@ def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFA
     """
     counts = {"uploaded": 0, "already": 0}
     if not check_access(uri, experiment, write=True):
-        raise RuntimeError(f"tracking server {resolve_uri(uri)} unreachable")
+        raise RuntimeError(f"MLflow at {resolve_uri(uri)} is unreachable: nothing uploaded, run asym-sync again later")
+    check_store(uri, experiment, TOOL_OPTIONS)  # read-only, or the experiment deleted: one line, nothing uploaded
     for path in sorted(Path(output_root).rglob(RUN_DIR_FILE)):
         result = json.loads(path.read_text())
         if result.get("status") not in (*DONE, FAILED, INTERRUPTED):
@@ -536,11 +689,15 @@ def sync(output_root: str | Path, uri: str | None = None, experiment: str = DEFA
         tracker = RunTracker(uri, experiment, run, result["protocol"], result.get("config", {}))
         found = tracker.existing()
         if not tracker.ok:
-            raise RuntimeError(f"tracking server {resolve_uri(uri)} unreachable")
+            raise RuntimeError(f"MLflow at {resolve_uri(uri)} could not be read (see the warning above); "
+                               f"{counts['uploaded']} uploaded before it")
         if status_of(found) == result["status"]:
             counts["already"] += 1
             continue
-        tracker.start(found, result.get("git_commit"))
+        if continues(found, result):
+            tracker.start(found, result.get("git_commit"))
+        else:  # a record that started over: its own MLflow run, linked to the one it replaces
+            tracker.start(None, result.get("git_commit"), replaces=found)
         if not tracker.finish(result, path.parent):
             raise RuntimeError(f"could not upload {path}")
         counts["uploaded"] += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from .data import TensorData
 from .engine import Engine, calibrate_batchnorm  # noqa: F401  (calibrate_batchnorm: part of this module's API)
 from .files import write_atomic, write_json
 from .protocol import PROCEDURES, Protocol, RunSpec  # noqa: F401  (re-exported: the trainer's vocabulary)
+from .protocol import batch_bounds, check_batch_sizes
 
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
 INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM; the checkpoint of its last finished epoch resumes it
@@ -49,8 +51,8 @@ def run_epoch(engine: Engine, data: TensorData, runs: list[RunSpec], proto: Prot
     engine.net.train()
     loss_sum = torch.zeros(engine.n, device=data.x_train.device, dtype=data.x_train.dtype)
     wrong = torch.zeros(engine.n, dtype=torch.long, device=data.x_train.device)
-    for i in range(0, size, bs):
-        idx = order[i:i + bs]
+    for start, stop in batch_bounds(size, bs):  # a last batch of one joins the one before (protocol decision 14)
+        idx = order[start:stop]
         loss, err = engine.train_step(data.x_train[idx], data.y_train[idx])
         loss_sum += loss
         wrong += err
@@ -67,6 +69,16 @@ def run_epoch(engine: Engine, data: TensorData, runs: list[RunSpec], proto: Prot
         if finite[k]:
             rec.update({key: errors[k] for key, errors in measured.items()})
     return records
+
+
+def check_batches(runs: list[RunSpec], data: TensorData, proto: Protocol) -> None:
+    """``check_batch_sizes`` on the training split ``train`` will use: ``data``'s, less the holdout under
+    ``train.select_on=val``. ValueError (one line) if a batch size does not fit it (protocol decision 14)."""
+    n = len(data.y_train)
+    if proto.select_on == "val" and data.x_holdout is None:
+        from .data import holdout_split
+        n -= len(holdout_split(data.y_train, proto.val_fraction, data.seed, data.name)[1])
+    check_batch_sizes(proto, runs, n, data.name)
 
 
 def measure(engine: Engine, data: TensorData) -> dict[str, list[float]]:
@@ -174,41 +186,156 @@ class StopSignals:
             raise Interrupted(self.pending)
 
 
-class Checkpoint:
-    """What survives a kill, saved after every epoch: the engine and each member's history and status."""
+RESTART_CHOICE = "train.restart=true starts the run over; or move them away"  # what a refused checkpoint offers
+CHECKPOINT_KEYS = ("net", "optimizer", "data_rng", "torch_rng", "epoch", "histories", "statuses")
 
-    def __init__(self, engine: Engine, path: Path):
-        self.engine, self.path = engine, path
+
+class CheckpointError(Exception):
+    """No checkpoint of a job can be trusted — every one is damaged, or one belongs to other runs or another
+    protocol. The message is one line naming the files and the choice (``RESTART_CHOICE``); nothing was written."""
+
+
+def run_identity(run: RunSpec) -> dict:
+    """What makes a run this run (the fields its config hash covers; the model label in its canonical spelling)."""
+    from .labels import parse_model
+    return {"model": parse_model(run.model).label, "dataset": run.dataset, "lr_mult": float(run.lr_mult),
+            "freeze": run.freeze, "procedure": run.procedure, "seed": int(run.seed)}
+
+
+def job_identity(runs: list[RunSpec], proto: Protocol) -> dict:
+    """What a job's checkpoint must belong to: its protocol (``Protocol.identity``: what the protocol hash covers)
+    and each member's run (``run_identity``: what the config hash covers), in member order."""
+    return {"protocol": proto.identity(), "runs": [run_identity(r) for r in runs]}
+
+
+def identity_mismatch(saved: dict | None, wanted: dict) -> str | None:
+    """How a checkpoint's recorded identity differs from the job's, in words; None if it is the job's own (or if the
+    checkpoint records none: written before checkpoints recorded it, in a run directory named by its config hash)."""
+    if saved is None or saved == wanted:
+        return None
+    there, here = saved.get("protocol", {}), wanted["protocol"]
+    keys = sorted(k for k in {*there, *here} if there.get(k) != here.get(k))
+    if keys:
+        return "it was written under another protocol (" + ", ".join(
+            f"train.{k}: {there.get(k)!r} there, {here.get(k)!r} here" for k in keys[:3]) + ")"
+    def name(r: dict) -> str:
+        extra = [r["freeze"] if r["freeze"] != "none" else "", r["procedure"] if r["procedure"] != "standard" else "",
+                 f"seed {r['seed']}" if r["seed"] else ""]
+        return " ".join([f"{r['model']} on {r['dataset']} lr×{r['lr_mult']:g}", *filter(None, extra)])
+    return (f"it belongs to other runs ({'; '.join(map(name, saved.get('runs', [])))} there, "
+            f"{'; '.join(map(name, wanted['runs']))} here)")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+class Checkpoint:
+    """What survives a kill, saved after every epoch: the engine, each member's history and status, and the job's
+    identity (``job_identity``). The last two good checkpoints are kept: ``path`` and ``previous``."""
+
+    def __init__(self, engine: Engine, path: Path, identity: dict | None = None):
+        self.engine, self.path, self.identity = engine, Path(path), identity
         self.epoch = 0                                   # last completed epoch (0: only the untrained net)
         self.histories: list[list[dict]] = [[] for _ in range(engine.n)]
         self.statuses = [RUNNING] * engine.n
+        self.rotate = True  # False while ``path`` holds a checkpoint not to keep (damaged, or one to start over from)
+
+    @property
+    def previous(self) -> Path:
+        return previous_checkpoint(self.path)
 
     def save(self) -> None:
+        """Write the new checkpoint beside ``path``, make it durable, verify it loads, then rotate: ``path`` becomes
+        ``previous`` and the new one ``path``. A crash at any point leaves a good checkpoint at one of the two."""
         state = {**self.engine.state_dict(), "epoch": self.epoch, "histories": self.histories,
-                 "statuses": self.statuses}
-        write_atomic(self.path, lambda p: torch.save(state, p))
+                 "statuses": self.statuses, "identity": self.identity}
+
+        def write(tmp: Path) -> None:
+            torch.save(state, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            if self.read(tmp)["epoch"] != self.epoch:  # read back whole: a short write raises here, before any rename
+                raise OSError(f"checkpoint {tmp} did not read back")
+            if self.rotate and self.path.exists():
+                os.replace(self.path, self.previous)
+        write_atomic(self.path, write)
+        self.rotate = True
 
     @staticmethod
     def read(path: Path) -> dict | None:
-        """The checkpoint at ``path`` loaded to the CPU, or None if there is none."""
-        if not path.exists():
+        """The checkpoint at ``path`` loaded to the CPU, or None if there is none. Raises whatever ``torch.load``
+        raises for a damaged file, and KeyError for one that lacks a checkpoint's keys."""
+        if not Path(path).exists():
             return None
         d = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(d, dict):
+            raise TypeError(f"not a checkpoint: a {type(d).__name__}")
         if "history" in d:  # a single run's checkpoint from asym 0.1.0 (before the one engine)
             d["histories"], d["statuses"] = [d.pop("history")], [d.pop("status")]
+        missing = [k for k in CHECKPOINT_KEYS if k not in d]
+        if missing:
+            raise KeyError(f"not a checkpoint: no {', '.join(missing)}")
         return d
 
-    def resume(self) -> int | None:
-        """Load the checkpoint if there is one; the epoch it resumes from, else None.
+    @staticmethod
+    def find(path: Path, identity: dict | None, warn: bool = True) -> tuple[Path, dict] | None:
+        """The newest usable checkpoint of the job at ``path`` (``path``, else its ``previous``) and its state, or None
+        if there is none. A damaged ``path`` is passed over with one ``warning:`` line on stderr naming it (``warn``).
+        Raises ``CheckpointError`` if checkpoints exist and none is usable, or one belongs to other runs or another
+        protocol than ``identity`` — before anything is written."""
+        path = Path(path)
+        damaged = []
+        for candidate in (path, previous_checkpoint(path)):
+            try:
+                d = Checkpoint.read(candidate)
+            except Exception as e:  # torch.load of a cut/empty/foreign file: RuntimeError, EOFError, UnpicklingError…
+                damaged.append(f"{candidate} is damaged ({_first_line(e)})")
+                continue
+            if d is None:
+                continue
+            if identity is not None and (why := identity_mismatch(d.get("identity"), identity)):
+                raise CheckpointError(f"checkpoint {candidate} cannot resume this job: {why}; {RESTART_CHOICE}")
+            if identity is not None and len(d["histories"]) != len(identity["runs"]):
+                raise CheckpointError(f"checkpoint {candidate} holds {len(d['histories'])} runs, this job "
+                                      f"{len(identity['runs'])}; {RESTART_CHOICE}")
+            if warn and (damaged or candidate != path):
+                why = damaged[0] if damaged else f"{path} is missing"
+                print(f"warning: checkpoint {why}; resuming from the previous one, {candidate} (epoch {d['epoch']})",
+                      file=sys.stderr, flush=True)
+            return candidate, d
+        if damaged:
+            raise CheckpointError("no usable checkpoint: " + "; ".join(damaged) + f"; {RESTART_CHOICE}")
+        return None
 
-        Loaded to the CPU first: RNG states must be CPU byte tensors, whatever device wrote them.
-        """
-        d = self.read(self.path)
-        if d is None:
+    def resume(self, found: tuple[Path, dict] | None = None) -> int | None:
+        """Load ``found`` (``Checkpoint.find``'s answer; default: find it now), if any; the epoch it resumes from,
+        else None. Loaded to the CPU first: RNG states must be CPU byte tensors, whatever device wrote them.
+        Raises ``CheckpointError`` for a checkpoint whose network does not fit this job's."""
+        found = self.find(self.path, self.identity) if found is None else found
+        if found is None:
             return None
-        self.engine.load_state_dict(d)
+        where, d = found
+        try:
+            self.engine.load_state_dict(d)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {where} does not fit this job's network ({_first_line(e)}); "
+                                  f"{RESTART_CHOICE}") from None
+        self.rotate = where == self.path  # resumed from the previous: the newest is not one to keep
         self.epoch, self.histories, self.statuses = d["epoch"], d["histories"], d["statuses"]
         return self.epoch
+
+    def discard(self) -> None:
+        """Remove this job's checkpoints (``train.restart=true``: the job starts over)."""
+        for p in (self.path, self.previous):
+            p.unlink(missing_ok=True)
+
+
+def previous_checkpoint(path: Path) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``checkpoint.pt`` → ``checkpoint.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
 class Progress:
@@ -239,7 +366,7 @@ class Progress:
 def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], proto: Protocol | None = None,
           device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
           on_epoch: Callable[[int, dict], None] | None = None, config: dict | None = None,
-          title: str | None = None, compile: bool = False) -> list[dict]:
+          title: str | None = None, compile: bool = False, restart: bool = False) -> list[dict]:
     """Train ``runs`` (N ≥ 1, differing only in ``lr_mult``) as one job; their results in member order.
 
     Resumes from ``checkpoint`` (default ``out_dirs[0]/checkpoint.pt``, right for N = 1). After every epoch:
@@ -249,11 +376,21 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
     SIGINT/SIGTERM raise ``Interrupted`` (status ``interrupted``; the epoch in progress is dropped, the
     checkpoint of the last finished one is kept, and calling ``train`` again resumes from it).
     ``compile``: train through ``torch.compile`` (``Engine``; an execution option, not part of the protocol).
+
+    Before anything is written: ValueError if a batch size does not fit the training split (``check_batch_sizes``,
+    protocol decision 14), ``CheckpointError`` if the checkpoints there cannot resume this job (all damaged, or
+    another job's: ``Checkpoint.find``). ``restart``: discard them and start over (``train.restart=true``).
     """
     for r in runs:
         r.validate()
     proto, n = proto or Protocol(), len(runs)
     out_dirs = [Path(d) for d in out_dirs]
+    check_batches(runs, data, proto)
+    if proto.select_on == "val" and data.x_holdout is None:  # held out once, before anything trains
+        data = data.hold_out(proto.val_fraction)
+    identity = job_identity(runs, proto)
+    checkpoint = Path(checkpoint) if checkpoint else out_dirs[0] / "checkpoint.pt"
+    found = None if restart else Checkpoint.find(checkpoint, identity)
     t0 = time.time()
     timings = {"started": t0, "resumed_from_epoch": None, **({"group_size": n} if n > 1 else {})}
     state = progress = None
@@ -262,12 +399,12 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         stop.__enter__()
         device = torch.device(device)
         torch.manual_seed(runs[0].seed)
-        if proto.select_on == "val" and data.x_holdout is None:  # held out once, before anything trains
-            data = data.hold_out(proto.val_fraction)
         data = data.to(device)
         engine = Engine(runs, proto, data, device, compile=compile)
-        state = Checkpoint(engine, Path(checkpoint) if checkpoint else out_dirs[0] / "checkpoint.pt")
-        timings["resumed_from_epoch"] = state.resume()
+        state = Checkpoint(engine, checkpoint, identity)
+        if restart:
+            state.discard()
+        timings["resumed_from_epoch"] = state.resume(found) if found else None
         if title is None:
             r = runs[0]
             title = f"{r.dataset} · {r.model} · lr×{','.join(f'{x.lr_mult:g}' for x in runs)}"
@@ -302,6 +439,8 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         results = [make_result(run, proto, state.histories[k], statuses[k], dict(timings), config,
                                holdout=data.holdout, dataset=getattr(data, "record", None))
                    for k, run in enumerate(runs)]
+    except CheckpointError:  # nothing trained: the records of the run being resumed stay as they are
+        raise
     except (Exception, Interrupted) as e:  # one failure path: every member keeps the epochs it finished
         stop.deferring = True  # a second Ctrl-C must not cut the records short
         timings["seconds"] = time.time() - t0
@@ -343,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--freeze", default="none"); ap.add_argument("--procedure", default="standard")
     ap.add_argument("--seed", type=int, default=0); ap.add_argument("--root", default="data")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--restart", action="store_true", help="discard the checkpoints in OUT_DIR and start over")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -356,7 +496,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out_dir)
     outs = [out] if len(runs) == 1 else [out / f"lr{m:g}" for m in mults]
     try:
-        results = train(runs, data, outs, Protocol(epochs=a.epochs, lr_steps=a.lr_steps), checkpoint=out / "checkpoint.pt")
+        results = train(runs, data, outs, Protocol(epochs=a.epochs, lr_steps=a.lr_steps),
+                        checkpoint=out / "checkpoint.pt", restart=a.restart)
+    except (ValueError, CheckpointError) as e:  # before anything trained: one line
+        print(f"error: {e}".replace(RESTART_CHOICE, "--restart starts the run over; or move them away"),
+              file=sys.stderr)
+        return 2
     except Interrupted as e:
         print(f"{e}; resume with the same command", file=sys.stderr)
         return e.exit_code

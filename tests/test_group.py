@@ -1,6 +1,5 @@
 """Run groups: N lr multipliers of one model as one network, against the same runs trained alone."""
 import subprocess
-from dataclasses import replace
 
 import pytest
 import torch
@@ -108,7 +107,13 @@ def test_group_checkpoint_resume_is_identical(digits, tmp_path):
     also for BN+BM, whose sign updates amplify any difference."""
     ds, runs = as64(digits), [RunSpec("uSF+BN+BM", "digits", m) for m in (10, 1)]
     straight = train_group(runs, ds, tmp_path / "g1", [tmp_path / "s0", tmp_path / "s1"], PROTO)
-    train_group(runs, ds, tmp_path / "g2", [tmp_path / "r0", tmp_path / "r1"], replace(PROTO, epochs=1))
+
+    def stop_after_epoch_1(k, rec):  # a checkpoint of this protocol's epoch 1 (another protocol's is refused)
+        if rec["epoch"] == 1:
+            raise RuntimeError("stopped")
+    with pytest.raises(RuntimeError, match="stopped"):
+        train(runs, ds, [tmp_path / "r0", tmp_path / "r1"], PROTO, checkpoint=tmp_path / "g2" / "checkpoint.pt",
+              on_epoch=stop_after_epoch_1)
     resumed = train_group(runs, ds, tmp_path / "g2", [tmp_path / "r0", tmp_path / "r1"], PROTO)
     assert resumed[0]["timings"]["resumed_from_epoch"] == 1
     for a, b in zip(straight, resumed):

@@ -152,7 +152,11 @@ def test_a_select_on_val_run_resumes_with_the_same_holdout_and_numbers(digits, t
     """The holdout is drawn again on resume (from the data seed), so a resumed run equals an uninterrupted one."""
     run, proto = RunSpec("SGD", "digits", 10.0), Protocol(epochs=2, lr_steps=[5], select_on="val")
     whole = train_run(run, digits, tmp_path / "whole", proto)
-    train_run(run, digits, tmp_path / "cut", replace(proto, epochs=1))  # stops after epoch 1, checkpoint kept
+    def stop_after_epoch_1(k, rec):  # the checkpoint of this protocol's epoch 1 (another protocol's is refused)
+        if rec["epoch"] == 1:
+            raise RuntimeError("stopped")
+    with pytest.raises(RuntimeError, match="stopped"):
+        train_run(run, digits, tmp_path / "cut", proto, on_epoch=stop_after_epoch_1)
     resumed = train_run(run, digits, tmp_path / "cut", proto)
     assert resumed["timings"]["resumed_from_epoch"] == 1
     assert resumed["epochs"] == whole["epochs"] and resumed["holdout"] == whole["holdout"]

@@ -10,6 +10,8 @@ and ``.resources``, ``CIFAR10.url``/``.filename``/``.tgz_md5``, ``SVHN.split_lis
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import http.client
 import os
 import shutil
@@ -197,16 +199,58 @@ def install(remote: Remote, file: Path, root: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def locked(staging: Path, filename: str):
+    """Hold an exclusive ``fcntl.flock`` on ``staging/<filename>.part.lock`` for one job's fetch-and-install of that
+    file: a second job (another process, another node on a file system with working flock) waits here, then finds
+    the file installed. The lock file is removed by its holder; a waiter that then holds the lock of a removed file
+    takes it again on the current one, so two jobs never hold it at once."""
+    path = staging / f"{filename}.part.lock"
+    said = False
+    while True:
+        staging.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not said:
+                _say(f"{filename}: another job is fetching it; waiting for it")
+                said = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # a file system without locks (ENOLCK, EOPNOTSUPP): fetch as before, alone or not
+            os.close(fd)
+            _say(f"{filename}: cannot lock {path} ({e.strerror}); fetching without a lock")
+            yield
+            return
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the holder removed it while this job waited: lock the current one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def fetch(name: str, root: str | Path) -> list[str]:
     """Fetch every file of ``name`` not yet installed under ``root``; returns the targets installed now.
 
-    Raises KeyError for a dataset no public source serves, DownloadError for a failed or corrupt transfer."""
+    Jobs fetching the same file in parallel take turns (``locked``): the second waits, then uses the file the first
+    verified and installed. Raises KeyError for a dataset no public source serves, DownloadError for a failed or
+    corrupt transfer."""
     root = Path(root).expanduser()
     installed = []
     for remote in remotes(name):
         if (root / remote.target).exists():
             continue
-        install(remote, fetch_file(remote, root / STAGING), root)
+        with locked(root / STAGING, remote.filename):
+            if (root / remote.target).exists():  # installed by the job this one waited for
+                continue
+            install(remote, fetch_file(remote, root / STAGING), root)
         installed.append(remote.target)
     try:
         (root / STAGING).rmdir()  # only when empty: a partial transfer stays for the next call to resume
