@@ -18,9 +18,10 @@ import pandas as pd
 from asym import tracking
 from asym.files import write_atomic
 from asym.protocol import SELECTIONS
+from asym.study import table_keys
 
 from . import claims, figures, render
-from .tables import Cells
+from .tables import Cells, build_all, load_runs, select_protocol
 
 TABLES_DIR = "tables"              # artifact folder of a sweep run's tables
 TABLE_FILES = {"html": "tables.html", "csv": "tables.csv", "markdown": "tables.md"}
@@ -149,7 +150,6 @@ def publish(uri: str | None, run_id: str, cells_list: list[Cells], line: str, ru
 def publish_sweep(config, run_id: str, which: list[str], protocol_hash: str | None, plan: list[dict]) -> None:
     """When a sweep ends: its tables (``which``, from the runs of its own protocol), the report of that protocol
     and the list of its runs, into its MLflow run. Called by the sweeper; raises what MLflow raises."""
-    from .tables import build_all, load_runs, select_protocol, table_keys
     tracking.limit_http_retries()
     uri, experiment = config.tracking.uri, config.tracking.experiment
     runs, line = select_protocol(load_runs(uri, experiment), None, protocol_hash)

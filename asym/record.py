@@ -11,9 +11,9 @@ from enum import Enum
 
 class RunStatus(str, Enum):
     """A run's state, in the order ``asym-status`` lists them. Five are recorded (``result.json``'s ``status``,
-    MLflow's ``status`` tag); ``asym-status`` alone infers ``queued`` and ``unsynced`` (from the plan and the
-    scheduler). A ``str`` whose text is the value, so a stored tag or file compares, hashes and serialises
-    exactly as the plain strings always did."""
+    MLflow's ``status`` tag); ``asym-status`` alone infers ``queued``, ``unsynced``, ``lost`` and ``not submitted``
+    (from the plan, the run records and the scheduler). A ``str`` whose text is the value, so a stored tag or file
+    compares, hashes and serialises exactly as the plain strings always did."""
 
     FINISHED = "finished"        # trained every epoch of the protocol
     DIVERGED = "diverged"        # its loss became NaN/inf: stopped with its best-so-far (protocol decision 7)
@@ -22,6 +22,8 @@ class RunStatus(str, Enum):
     INTERRUPTED = "interrupted"  # SIGINT/SIGTERM: the checkpoint of its last finished epoch resumes it
     FAILED = "failed"            # an exception, or a worker killed outside Python
     UNSYNCED = "unsynced"        # asym-status only: its job ended well but MLflow lacks the result (asym-sync)
+    LOST = "lost"                # asym-status only: its job left the queue without a result or an error
+    NOT_SUBMITTED = "not submitted"  # asym-status only: sbatch refused it, or the submission stopped before it
 
     def __str__(self) -> str:   # "finished", never "RunStatus.FINISHED" (f-strings, str(), MLflow tags)
         return self.value

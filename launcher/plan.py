@@ -144,9 +144,12 @@ def _protocol(train_node) -> dict:
     return asdict(TrainConf(**OmegaConf.to_container(train_node, resolve=True)).protocol())
 
 
-def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object], check_data: bool = True) -> list[dict]:
+def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object], check_data: bool = True,
+         missing: list | None = None) -> list[dict]:
     """Every run of the sweep, validated, each planned once, with its datasets on disk (``check_data``). Raises
-    OverrideError/ValueError with one line, or DatasetMissing naming every dataset of the sweep that is missing.
+    OverrideError/ValueError with one line, or DatasetMissing naming every dataset of the sweep that is missing —
+    unless ``missing`` is a list (the dry run): the datasets not ready are appended to it instead
+    (``missing_datasets``: nothing decoded or written).
 
     Each job is checked on its config as Hydra composes it: ``job_config(overrides)`` composes the job's other
     overrides (the protocol, ``data.*``, sweep file…) once per distinct set, checked whole (``check_config``);
@@ -173,9 +176,28 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
         entries.append({"num": len(entries), "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
                         "config_hash": identity[0], "protocol_hash": tracking.protocol_hash(proto),
                         "select_on": proto["select_on"], "tables": tables(run.model, run.freeze)})
-    if check_data:  # every missing or incomplete dataset of the sweep in one message, not the first one found
+    if missing is not None:
+        missing += missing_datasets(wanted, config.data.get("cache"))
+    elif check_data:  # every missing or incomplete dataset of the sweep in one message, not the first one found
         data.check_all(wanted, cache=config.data.get("cache"))
     return entries
+
+
+def missing_datasets(wanted, cache=None) -> list[tuple[str, str, str]]:
+    """(dataset, state, one line) for each distinct ``(name, root, download, seed)`` of ``wanted`` that a sweep
+    could not start on as it is: ``missing`` or ``incomplete`` (``asym.data.survey``: file names, sizes and keys,
+    nothing decoded or written), or ``unprepared`` (present, but its tensor cache is not current: the sweep's
+    preflight decodes it first). A dataset is listed once, at its first seed; ``download`` ones are fetched later."""
+    out: dict[str, tuple[str, str, str]] = {}
+    for name, root, download, seed in dict.fromkeys(tuple(w) for w in wanted):
+        if name in out or download or data.info(name).reader == "digits":
+            continue
+        s = data.survey(name, root, seed, cache)
+        if not s.usable:
+            out[name] = (name, s.state, s.detail)
+        elif s.cache != "current":
+            out[name] = (name, "unprepared", f"present at {s.path}; its cache is {s.cache}")
+    return list(out.values())
 
 
 def _composed(job_config, overrides: list[str]) -> tuple:
@@ -259,12 +281,22 @@ def write(sweep_dir: Path, entries: list[dict], config) -> None:
     write_json(Path(sweep_dir) / PLAN_FILE, doc)  # atomic: a reader never sees half a plan
 
 
-def record_jobs(sweep_dir: Path, scheduler: str, job_ids: dict[int, str]) -> None:
-    """Remember which scheduler job runs which sweep entry (``asym-status`` asks the scheduler about them)."""
+def record_jobs(sweep_dir: Path, scheduler: str, job_ids: dict[int, str], **fields: Any) -> None:
+    """Remember which scheduler job runs which sweep entry (``asym-status`` asks the scheduler about them), and
+    ``fields`` about the submission (e.g. ``submitit_folder``, where the jobs leave their results and logs)."""
     path = Path(sweep_dir) / PLAN_FILE
     doc = json.loads(path.read_text())
     doc["scheduler"] = scheduler
+    doc.update(fields)
     doc["jobs"].update({str(k): v for k, v in job_ids.items()})
+    write_json(path, doc)
+
+
+def record_not_submitted(sweep_dir: Path, nums: list[int], reason: str) -> None:
+    """``sbatch`` refused these jobs: the plan says so, with SLURM's reason (``asym-status``: "not submitted")."""
+    path = Path(sweep_dir) / PLAN_FILE
+    doc = json.loads(path.read_text())
+    doc["not_submitted"] = {"reason": reason, "jobs": sorted({*doc.get("not_submitted", {}).get("jobs", []), *nums})}
     write_json(path, doc)
 
 

@@ -1,30 +1,40 @@
-"""``asym-status``: where a sweep stands — finished / diverged / running / queued / failed, per paper table.
+"""``asym-status``: where a sweep stands — finished / diverged / running / queued / failed / lost, per paper table.
 
-Reads the sweep's plan (``runs.json``), MLflow (through ``asym.tracking``) and, for SLURM sweeps, the
-scheduler (``squeue``/``sacct``), so a run killed outside Python still shows as failed.
+Reads the sweep's plan (``runs.json``), MLflow (through ``asym.tracking``), each run's own record
+(``result.json``) and, for SLURM sweeps, the scheduler: ``squeue`` for what is pending, running or just ended,
+``sacct`` where accounting exists, and otherwise submitit's own job files (``*_result.pkl``, the job's logs).
+So a run killed outside Python shows as failed, and a job that left the queue without a result as ``lost``
+(never ``queued``) — on clusters without accounting too. ``--watch`` ends when nothing is queued or running.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import pickletools
+import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from asym import tracking
 from asym.analysis.tables import load_runs, protocols
 from asym.labels import parse_model
 from asym.protocol import SELECTIONS
-from asym.record import DONE, RunStatus
+from asym.record import DONE, RESULT_FILE, RunStatus
 
 from . import plan
 from .progress import text_bar
 
 STATES = tuple(RunStatus)  # the report's columns
+SLURM_ONLY = (RunStatus.LOST, RunStatus.NOT_SUBMITTED)   # columns shown for SLURM sweeps only
 ACTIVE = (RunStatus.RUNNING, RunStatus.QUEUED)
 SLURM_QUEUED = ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING")
 SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
+LOST = "LOST"   # not SLURM's word: the job left the queue and left no result and no error behind
+TIMEOUT_S = 60
 
 
 def find_sweep(target: Path) -> Path:
@@ -54,78 +64,222 @@ def protocol_counts(uri: str, experiment: str) -> list[tuple[str, str, int]]:
         return []
 
 
-def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """job id (``ARRAY_TASK``) → SLURM state; live ``squeue`` over accounting's ``sacct``."""
-    arrays = sorted({j.split("_")[0] for j in job_ids})
-    out: dict[str, str] = {}
-    if not arrays:
-        return out
-    acct = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
-                          capture_output=True, text=True, timeout=60)
-    for line in acct.stdout.splitlines():
-        job, _, state = line.partition("|")
-        out[job] = state.split()[0] if state else ""
-    queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(arrays)],
-                           capture_output=True, text=True, timeout=60)
-    for line in queue.stdout.splitlines():
-        job, _, state = line.partition(" ")
-        out[job] = state.strip()
+@dataclass(frozen=True)
+class JobState:
+    """What the scheduler side knows of one job: SLURM's state (or ``LOST``), a note (the last line of its
+    error), and where it was learnt (squeue, sacct, submitit)."""
+
+    state: str
+    note: str = ""
+    source: str = ""
+
+
+def _arrays(job_ids: list[str]) -> list[str]:
+    return sorted({j.split("_")[0] for j in job_ids})
+
+
+def squeue_states(job_ids: list[str]) -> dict[str, JobState] | None:
+    """Live and recently ended jobs (``squeue -t all``: ended ones stay for MinJobAge). None if squeue failed."""
+    if shutil.which("squeue") is None:
+        return None
+    res = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(_arrays(job_ids))],
+                         capture_output=True, text=True, timeout=TIMEOUT_S)
+    if res.returncode != 0 and "Invalid job id" not in res.stderr:  # every job gone from the queue: rc 1
+        return None
+    return {job: JobState(state.strip(), source="squeue") for job, _, state in
+            (line.partition("|") for line in res.stdout.splitlines()) if state}
+
+
+def sacct_states(job_ids: list[str]) -> tuple[dict[str, JobState], str]:
+    """Accounting's states, and why there are none (no sacct, accounting disabled) as a short note."""
+    if shutil.which("sacct") is None:
+        return {}, "no sacct"
+    res = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(_arrays(job_ids))],
+                         capture_output=True, text=True, timeout=TIMEOUT_S)
+    if res.returncode != 0:
+        why = (res.stderr or res.stdout).strip().splitlines()
+        return {}, f"sacct: {why[0] if why else f'exit {res.returncode}'}"
+    return {job: JobState(state.split()[0], source="sacct") for job, _, state in
+            (line.partition("|") for line in res.stdout.splitlines()) if state.strip()}, ""
+
+
+def result_strings(path: Path, n: int = 2) -> list[str]:
+    """The first ``n`` strings of a submitit result pickle — ``("success", …)`` or ``("error", traceback)`` —
+    read with ``pickletools`` so nothing in it is imported or run."""
+    out = []
+    for op, arg, _ in pickletools.genops(path.read_bytes()):
+        if isinstance(arg, str) and "UNICODE" in op.name:
+            out.append(arg)
+            if len(out) == n:
+                break
     return out
 
 
-def classify(mlflow: str | None, scheduler: str | None, in_turn: bool = False) -> RunStatus:
-    """A run's state from its MLflow status tag and its SLURM job's state. ``in_turn``: the job is an array task
-    that trains several runs one after another (``runs_per_task``), so its state is not each run's: a run it
-    has not reached yet is queued, one that failed stays failed while the task goes on."""
+def last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def submitit_state(folder: str, job_id: str) -> JobState:
+    """What submitit's own files say of a job that left the queue: ``COMPLETED`` (a success result), ``FAILED``
+    with the error's last line (an error result, or SLURM's ``error:`` line at the end of its log, e.g. a time
+    limit or a cancel), else ``LOST`` (nothing, or a log that stops without an error)."""
+    d = Path(folder.replace("%j", job_id))
+    result = d / f"{job_id}_0_result.pkl"
+    if result.exists():
+        try:
+            kind, *rest = result_strings(result)
+        except Exception:  # a result being written or cut short
+            kind, rest = "", []
+        if kind == "success":
+            return JobState("COMPLETED", source="submitit")
+        if kind == "error":
+            tb = [line.strip() for line in (rest[0] if rest else "").splitlines() if line.strip()]
+            return JobState("FAILED", tb[-1] if tb else "", "submitit")
+    err, out = last_line(d / f"{job_id}_0_log.err"), last_line(d / f"{job_id}_0_log.out")
+    if "error" in err.lower():
+        return JobState("FAILED", err, "log")
+    return JobState(LOST, err or out, "submitit")
+
+
+def slurm_states(job_ids: list[str], submitit_folder: str | None) -> tuple[dict[str, JobState], str]:
+    """job id (``ARRAY_TASK``) → its state: ``squeue`` first (live), then ``sacct`` for jobs no longer queued
+    (where accounting exists), then submitit's job files; a job none of them accounts for is ``LOST``.
+    Also a line saying where the states came from. If squeue itself fails, only sacct's states are known."""
+    if not job_ids:
+        return {}, ""
+    queue = squeue_states(job_ids)
+    acct, why = sacct_states(job_ids)
+    if queue is None:
+        return acct, f"squeue failed: states from MLflow and run records{'' if not acct else ' and sacct'}"
+    out: dict[str, JobState] = {}
+    for job in job_ids:
+        if job in queue:
+            out[job] = queue[job]
+        elif job in acct and acct[job].state not in (*SLURM_QUEUED, *SLURM_RUNNING):
+            out[job] = acct[job]
+        elif submitit_folder:
+            out[job] = submitit_state(submitit_folder, job)
+        else:
+            out[job] = JobState(LOST)
+        ended = out[job].state not in (*SLURM_QUEUED, *SLURM_RUNNING, "COMPLETED")
+        if ended and not out[job].note and submitit_folder:  # e.g. sacct's FAILED: the error's last line
+            out[job] = JobState(out[job].state, submitit_state(submitit_folder, job).note, out[job].source)
+    return out, "scheduler: squeue, " + (f"submitit's job files ({why})" if why else "sacct, submitit's job files")
+
+
+def local_states(output_root: str | None, hashes: set[str]) -> dict[str, str]:
+    """config hash → the status in its run's own record (``result.json``), for the given hashes: a run
+    directory's name ends with the first 8 characters of its run's hash (``asym.cli.run_dir``)."""
+    if not output_root or not hashes or not Path(output_root).is_dir():
+        return {}
+    by_prefix = {h[:8]: h for h in hashes}
+    out = {}
+    for path in Path(output_root).rglob(RESULT_FILE):
+        h = by_prefix.get(path.parent.name[-8:])
+        if h is not None:
+            try:
+                out[h] = json.loads(path.read_text()).get("status")
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def classify(mlflow: str | None, scheduler: str | None, in_turn: bool = False, local: str | None = None) -> RunStatus:
+    """A run's state from its MLflow status tag, its SLURM job's state (or ``LOST``) and its own record's status
+    (``result.json``). ``in_turn``: the job is an array task that trains several runs one after another
+    (``runs_per_task``), so its state is not each run's: a run it has not reached yet is queued, one that
+    failed stays failed while the task goes on."""
     if mlflow in DONE:
         return RunStatus(mlflow)
+    if local in DONE:  # the run's record says done; MLflow lacks it: asym-sync uploads it
+        return RunStatus.UNSYNCED
     if in_turn and scheduler in SLURM_RUNNING and mlflow in (None, RunStatus.FAILED):
         return RunStatus.QUEUED if mlflow is None else RunStatus.FAILED
     if scheduler in SLURM_QUEUED:
         return RunStatus.QUEUED
     if scheduler in SLURM_RUNNING:
         return RunStatus.RUNNING
-    if mlflow == RunStatus.INTERRUPTED:  # stopped by SIGINT/SIGTERM (scancel, a time limit): rerun to resume
+    own = mlflow or local
+    if RunStatus.INTERRUPTED in (mlflow, local):  # stopped by SIGINT/SIGTERM (scancel, a time limit): rerun to resume
         return RunStatus.INTERRUPTED
     if scheduler == "COMPLETED":  # the job ended well but MLflow lacks the result: asym-sync uploads it
-        return RunStatus.FAILED if mlflow == RunStatus.FAILED else RunStatus.UNSYNCED
+        return RunStatus.FAILED if own == RunStatus.FAILED else RunStatus.UNSYNCED
+    if scheduler == LOST:  # left the queue without a result or an error: rerun the sweep to resume it
+        return RunStatus.FAILED if own == RunStatus.FAILED else RunStatus.LOST
     if scheduler:  # FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...
         return RunStatus.FAILED
-    return RunStatus(mlflow) if mlflow in (RunStatus.RUNNING, RunStatus.FAILED) else RunStatus.QUEUED
+    return RunStatus(own) if own in (RunStatus.RUNNING, RunStatus.FAILED) else RunStatus.QUEUED
 
 
 def sweep_status(sweep_dir: Path, uri: str | None = None, experiment: str | None = None) -> list[dict]:
     """Every run of the sweep with its state (and the scheduler's word on it, when there is one)."""
+    return sweep_view(sweep_dir, uri, experiment)[0]
+
+
+def sweep_view(sweep_dir: Path, uri: str | None = None, experiment: str | None = None) -> tuple[list[dict], str]:
+    """``sweep_status`` and the line saying where the scheduler's states came from."""
     doc = plan.read(sweep_dir)
     ml = mlflow_states(uri or doc["tracking_uri"], experiment or doc["experiment"])
     jobs = doc.get("jobs", {})
-    sched = slurm_states(list(jobs.values())) if doc.get("scheduler") == "slurm" else {}
+    slurm = doc.get("scheduler") == "slurm"
+    sched, source = slurm_states(list(dict.fromkeys(jobs.values())), doc.get("submitit_folder")) if slurm else ({}, "")
+    pending = {e["config_hash"] for e in doc["runs"] if ml.get(e["config_hash"]) not in DONE}
+    local = local_states(doc.get("output_root"), pending)
     nums_of = Counter(jobs.values())  # sweep jobs per scheduler job: > 1 with runs_per_task
     out = []
     for e in doc["runs"]:
         job = jobs.get(str(e["num"]))
-        state = classify(ml.get(e["config_hash"]), sched.get(job) if job else None, nums_of[job] > 1)
-        out.append({**e, "state": state, "job_id": job, "scheduler_state": sched.get(job) if job else None})
-    return out
+        js = sched.get(job) if job else None
+        mine, own = ml.get(e["config_hash"]), local.get(e["config_hash"])
+        if slurm and job is None and mine not in DONE and own not in DONE:
+            state = RunStatus.NOT_SUBMITTED  # sbatch refused it, or the submission stopped before it
+        else:
+            state = classify(mine, js.state if js else None, nums_of[job] > 1, own)
+        out.append({**e, "state": state, "job_id": job, "scheduler_state": js.state if js else None,
+                    "scheduler_note": js.note if js else ""})
+    return out, source
 
 
-def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, int]] = ()) -> str:
+def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, int]] = (), source: str = "",
+           not_submitted: str = "") -> str:
+    """The text ``asym-status`` prints. ``source``: where the scheduler's states came from; ``not_submitted``:
+    SLURM's reason for the jobs it refused (``runs.json``)."""
     total = Counter(r["state"] for r in runs)
     done = sum(total[s] for s in DONE)
     lines = [f"sweep {sweep_dir}: {len(runs)} runs",
              f"{text_bar(done / max(1, len(runs)))} {done / max(1, len(runs)):4.0%}  {done}/{len(runs)} done", ""]
-    header = f"{'table':<8}{'runs':>6}" + "".join(f"{s:>12}" for s in STATES)
-    lines.append(header)
+    states = [s for s in STATES if s not in SLURM_ONLY or source or total[s]]
+    width = {s: max(9, len(s) + 2) for s in states}
+    lines.append(f"{'table':<8}{'runs':>6}" + "".join(f"{s:>{width[s]}}" for s in states))
     tables = sorted({t for r in runs for t in r["tables"]}) + ["all"]
     for t in tables:
         mine = runs if t == "all" else [r for r in runs if t in r["tables"]]
         c = Counter(r["state"] for r in mine)
-        lines.append(f"{t:<8}{len(mine):>6}" + "".join(f"{c[s]:>12}" for s in STATES))
+        lines.append(f"{t:<8}{len(mine):>6}" + "".join(f"{c[s]:>{width[s]}}" for s in states))
     lines += ["", *selection_lines(runs), *seed_lines(runs)]
+    if source:
+        lines.append(source)
+
+    def job_note(r: dict) -> str:
+        if not r.get("scheduler_state"):
+            return ""
+        note = f": {r['scheduler_note']}" if r.get("scheduler_note") else ""
+        return f" (SLURM {r['job_id']}: {r['scheduler_state']}{note})"
     failed = [r for r in runs if r["state"] == RunStatus.FAILED]
     if failed:
-        lines += ["", "failed:"] + [f"  {r['name']}" + (f" (SLURM {r['job_id']}: {r['scheduler_state']})"
-                                                          if r.get("scheduler_state") else "") for r in failed]
+        lines += ["", "failed:"] + [f"  {r['name']}{job_note(r)}" for r in failed]
+    lost = [r for r in runs if r["state"] == RunStatus.LOST]
+    if lost:
+        lines += ["", f"lost ({len(lost)}: their jobs left the queue without a result; relaunch the sweep to resume "
+                      "them):"] + [f"  {r['name']}{job_note(r)}" for r in lost[:LISTED]]
+        lines += [f"  … {len(lost) - LISTED} more"] if len(lost) > LISTED else []
+    if total[RunStatus.NOT_SUBMITTED]:
+        lines += ["", f"{total[RunStatus.NOT_SUBMITTED]} runs were not submitted"
+                      + (f" ({not_submitted})" if not_submitted else "") + ": fix the cause and relaunch the sweep"]
     if protocols:
         mine = Counter(r.get("protocol_hash") for r in runs)
         lines += ["", "protocols in MLflow (asym-tables --protocol chooses; a table never mixes them):"]
@@ -136,6 +290,9 @@ def report(sweep_dir: Path, runs: list[dict], protocols: list[tuple[str, str, in
     if total[RunStatus.UNSYNCED]:
         lines += ["", f"{total[RunStatus.UNSYNCED]} runs finished but are not in MLflow yet: run asym-sync"]
     return "\n".join(lines)
+
+
+LISTED = 20  # lost runs listed by name
 
 
 def selection_lines(runs: list[dict]) -> list[str]:
@@ -203,10 +360,11 @@ def main(argv: list[str] | None = None) -> None:
         sweep_dir = find_sweep(a.target)
         read_plan(sweep_dir)
         while True:
-            runs = sweep_status(sweep_dir, a.tracking_uri, a.experiment)
+            runs, source = sweep_view(sweep_dir, a.tracking_uri, a.experiment)
             doc = plan.read(sweep_dir)
             print(report(sweep_dir, runs, protocol_counts(a.tracking_uri or doc["tracking_uri"],
-                                                          a.experiment or doc["experiment"])), flush=True)
+                                                          a.experiment or doc["experiment"]), source,
+                         doc.get("not_submitted", {}).get("reason", "")), flush=True)
             if not a.watch or not any(r["state"] in ACTIVE for r in runs):
                 break
             time.sleep(a.watch)

@@ -31,9 +31,12 @@ def error_lines(res) -> list[str]:
     return [line for line in res.stderr.splitlines() if line.startswith("error:")]
 
 
-def slurm_jobs() -> set[str]:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-S", "now-1days", "-o", "JobID"], capture_output=True, text=True)
-    return set(out.stdout.split())
+def slurm_jobs(name: str) -> set[str]:
+    """The jobs named ``name`` (this test's own ``hydra.launcher.name``), queued or in accounting."""
+    queue = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-n", name, "-o", "%i"], capture_output=True, text=True)
+    acct = subprocess.run(["sacct", "-n", "-X", "-P", "-S", "now-1days", "--name", name, "-o", "JobID"],
+                          capture_output=True, text=True)
+    return set(queue.stdout.split()) | set(acct.stdout.split())
 
 
 def new_experiment(uri) -> tuple[str, str]:
@@ -69,10 +72,11 @@ def test_train_is_refused_before_anything_exists(mlflow_server, mlflow_users, sl
     credentials, message = CASES[case]
     exp, exp_id = new_experiment(mlflow_server)
     root = tmp_path / "runs"
-    args = ["asym-train", *(["-m", "model=SGD,BN", *SLURM] if how == "slurm_sweep" else ["model=SGD"]),
+    name = f"asym-test-{uuid.uuid4().hex[:8]}"  # this test's jobs, if any were queued, carry this name
+    args = ["asym-train", *(["-m", "model=SGD,BN", *SLURM, f"hydra.launcher.name={name}"] if how == "slurm_sweep"
+                            else ["model=SGD"]),
             "dataset=digits", "train=demo", "train.epochs=1", f"tracking.uri={mlflow_server}",
             f"tracking.experiment={exp}", f"output_root={root}"]
-    before = slurm_jobs()
     res = sh(tmp_path, args, env_with_credentials(credentials(mlflow_users), tmp_path))
     assert res.returncode == 2, res.stderr[-3000:]
     errors = error_lines(res)
@@ -84,7 +88,7 @@ def test_train_is_refused_before_anything_exists(mlflow_server, mlflow_users, sl
     if how == "slurm_sweep":
         assert not root.exists(), "a refused sweep must not create its sweep directory"
     assert tracking.client(mlflow_server).search_runs([exp_id]) == [], "an MLflow run was created"
-    assert slurm_jobs() == before, "something was submitted to SLURM"
+    assert slurm_jobs(name) == set(), "something was submitted to SLURM"
 
 
 def test_basic_auth_names_match_mlflow():

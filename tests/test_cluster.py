@@ -1,8 +1,13 @@
 """The cluster path against real services: SLURM (slurmctld/slurmd/slurmdbd), a PostgreSQL-backed MLflow server.
 
 Skipped with a reason on a machine without them; under CI (CI=true) a missing service fails the test.
-Every test uses its own MLflow experiment, so tests never read each other's runs.
+Every test uses its own MLflow experiment, so tests never read each other's runs, and looks only at the SLURM
+jobs of its own submission (by job id, or by a job name of its own), never at the whole queue or accounting.
+Tests that need other limits (``MaxArraySize=5``, a partition ``MaxTime``, accounting off) rewrite slurm.conf,
+restart slurmctld and wait for it, and put the original back — restarting again — even when they fail.
 """
+import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -16,8 +21,8 @@ import pytest
 import torch
 
 from asym import tracking
-from asym.launcher import plan
-from conftest import in_ci, missing_service, server_up, wait_until
+from asym.launcher import cluster, plan, slurm as slurm_launcher, status
+from conftest import assert_one_error_line, in_ci, missing_service, server_up, wait_until
 
 pytestmark = pytest.mark.slow
 EPOCHS = 12
@@ -69,8 +74,108 @@ def checkpoint_epoch(root: Path) -> int:
     return torch.load(ckpt, weights_only=True)["epoch"] if ckpt else -1
 
 
-def sacct_jobs() -> int:
-    return len(subprocess.run(["sacct", "-n", "-X", "-o", "JobID"], capture_output=True, text=True).stdout.split())
+def job_name() -> str:
+    """A SLURM job name of this test's own (``hydra.launcher.name``): its jobs are found by it."""
+    return f"asym-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def name():
+    """A job name of this test's own; whatever still runs under it when the test ends is cancelled."""
+    n = job_name()
+    yield n
+    subprocess.run(["scancel", "-n", n], capture_output=True)
+
+
+def jobs_named(name: str) -> set[str]:
+    """Every job with this name the controller holds (``squeue -t all``) or accounting remembers."""
+    queue = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-n", name, "-o", "%i"], capture_output=True, text=True)
+    acct = subprocess.run(["sacct", "-n", "-X", "-P", "-S", "now-1days", "--name", name, "-o", "JobID"],
+                          capture_output=True, text=True)
+    return set(queue.stdout.split()) | (set(acct.stdout.split()) if acct.returncode == 0 else set())
+
+
+def job_states(job_ids) -> dict[str, list[str]]:
+    """job id → every state accounting (or, without it, the queue) has for it: a job that ran twice shows twice."""
+    ids = ",".join(sorted({j.split("_")[0] for j in job_ids}))
+    acct = subprocess.run(["sacct", "-n", "-X", "-P", "-D", "-o", "JobID,State", "-j", ids], capture_output=True,
+                          text=True)
+    out: dict[str, list[str]] = {}
+    for line in acct.stdout.splitlines():
+        job, _, state = line.partition("|")
+        if job in job_ids:
+            out.setdefault(job, []).append(state.split()[0])
+    return out
+
+
+# -------------------------------------------------------------------- reconfiguring the real controller
+
+SLURM_CONF = Path("/etc/slurm/slurm.conf")
+DAEMON_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def edited(conf: str, settings: dict[str, str], partition: dict[str, str]) -> str:
+    """slurm.conf with ``settings`` (global keys) set and every PartitionName line given ``partition``'s keys."""
+    out, seen = [], set()
+    for line in conf.splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key in settings:
+            out.append(f"{key}={settings[key]}")
+            seen.add(key)
+        elif key == "PartitionName" and partition:
+            tokens = dict(t.split("=", 1) for t in line.split())
+            out.append(" ".join(f"{k}={v}" for k, v in {**tokens, **partition}.items()))
+        else:
+            out.append(line)
+    first_node = next(i for i, line in enumerate(out) if line.startswith("NodeName="))
+    out[first_node:first_node] = [f"{k}={v}" for k, v in settings.items() if k not in seen]
+    return "\n".join(out) + "\n"
+
+
+def controller_pid() -> int | None:
+    try:
+        pid = int(Path("/run/slurm/slurmctld.pid").read_text().strip())
+        status_line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                           if line.startswith("State:"))
+    except (OSError, ValueError, StopIteration):
+        return None
+    return None if "Z" in status_line.split()[1] else pid  # a zombie (reaped late) is gone
+
+
+def node_ready() -> bool:
+    """The controller answers and the node responds (idle, or running jobs): no '*', not down or drained."""
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.split()
+    return "is UP" in ping.stdout and bool(states) and all(
+        s.rstrip("*") in ("idle", "mixed", "allocated") and not s.endswith("*") for s in states)
+
+
+def restart_controller() -> None:
+    """Stop slurmctld (slurmd keeps running its jobs), start it on the current slurm.conf, have slurmd reread it,
+    and wait until ``scontrol ping`` says UP and ``sinfo`` shows the node responding."""
+    pid = controller_pid()
+    if pid is not None:
+        subprocess.run(["scontrol", "shutdown", "slurmctld"], capture_output=True, timeout=60)
+        wait_until(lambda: controller_pid() != pid, 60, "slurmctld to stop")
+    subprocess.run(["/usr/sbin/slurmctld"], check=True, env=DAEMON_ENV, timeout=60)
+    wait_until(lambda: "is UP" in subprocess.run(["scontrol", "ping"], capture_output=True, text=True).stdout, 60,
+               "scontrol ping: slurmctld UP")
+    subprocess.run(["scontrol", "reconfigure"], capture_output=True, timeout=60)
+    wait_until(node_ready, 120, "sinfo: the node responding again")
+
+
+@contextlib.contextmanager
+def reconfigured(settings: dict[str, str], partition: dict[str, str] | None = None):
+    """The real controller with these slurm.conf settings for the block; the original file and daemon after it,
+    whatever the block did."""
+    original = SLURM_CONF.read_text()
+    try:
+        SLURM_CONF.write_text(edited(original, settings, partition or {}))
+        restart_controller()
+        yield
+    finally:
+        SLURM_CONF.write_text(original)
+        restart_controller()
 
 
 def test_slurm_2x2_sweep_lands_in_postgres_mlflow(slurm, mlflow_server, tmp_path):
@@ -257,16 +362,12 @@ def test_failing_slurm_job_is_failed_everywhere(slurm, mlflow_server, tmp_path):
     ("hydra.launcher.partition=nosuchpartition", "no SLURM partition 'nosuchpartition'; available: debug"),
     ("data.root=/nonexistent", "dataset 'mnist' not found at /nonexistent/MNIST/raw"),
 ])
-def test_bad_cluster_input_is_one_line_before_anything_is_queued(slurm, tmp_path, override, message):
-    before = sacct_jobs()
-    res = asym(tmp_path, "asym-train", "-m", "model=SGD", "dataset=mnist" if "data.root" in override else
-               "dataset=digits", *SLURM, override, f"tracking.uri=sqlite:///{tmp_path}/m.db",
-               f"output_root={tmp_path}/runs")
-    assert res.returncode == 2
-    errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], res.stderr
-    assert "Traceback" not in res.stderr
-    assert sacct_jobs() == before, "something was queued"
+def test_bad_cluster_input_is_one_line_before_anything_is_queued(slurm, asym_train, tmp_path, name, override, message):
+    res = asym_train("-m", "model=SGD", "dataset=mnist" if "data.root" in override else "dataset=digits",
+                     *SLURM, f"hydra.launcher.name={name}", override, f"tracking.uri=sqlite:///{tmp_path}/m.db",
+                     f"output_root={tmp_path}/runs")
+    assert_one_error_line(res, message, tmp_path)
+    assert jobs_named(name) == set(), "something was queued"
 
 
 def test_services_are_required_in_ci():
@@ -338,3 +439,170 @@ def test_usr2_preemption_mid_task_skips_the_finished_run_and_resumes_the_next(sl
     c = tracking.client(mlflow_server)
     for run_id in df["run_id"]:
         assert [m.step for m in c.get_metric_history(run_id, "val_error")] == list(range(EPOCHS + 1))
+
+
+# ----------------------------------------------------------- a cluster with small limits (issue 22 items 1, 2, 4)
+
+DOZEN = ["model=SGD,BN", "lr_mult=10,1,0.1", "seed=0,1", "dataset=digits", "train=demo", "train.epochs=1"]
+
+
+@pytest.fixture(scope="class")
+def small_cluster(slurm):
+    """MaxArraySize=5 (array task ids 0 … 4) and a partition MaxTime of 30 minutes, for this class's tests."""
+    with reconfigured({"MaxArraySize": "5"}, {"MaxTime": "30"}):
+        yield
+
+
+@pytest.mark.usefixtures("small_cluster")
+class TestSmallCluster:
+    def test_the_controller_is_read_as_configured(self):
+        c = cluster.read_cluster()
+        assert (c.max_array_size, cluster.array_size(c), c.default_partition) == (5, 5, "debug")
+        assert c.partitions["debug"].max_time_min == 30 and c.partitions["debug"].gpus_per_node == 0
+
+    @pytest.mark.parametrize("override,message", [
+        ("hydra.launcher.timeout_min=60", "hydra.launcher.timeout_min=60 is above partition debug's MaxTime of 30 min "
+                                          "(scontrol show partition): set hydra.launcher.timeout_min=30 or less"),
+        ("hydra.launcher.gpus_per_node=1", "hydra.launcher.gpus_per_node=1 but partition debug has no GPUs"),
+        ("hydra.launcher.cpus_per_task=64", "hydra.launcher.cpus_per_task=64 but partition debug's nodes have at most"),
+    ])
+    def test_a_request_over_a_limit_is_one_line_before_anything_exists(self, asym_train, tmp_path, name, override,
+                                                                       message):
+        res = asym_train("-m", *DOZEN, *SLURM, "hydra.launcher.timeout_min=10", override,
+                         f"hydra.launcher.name={name}", f"tracking.uri=sqlite:///{tmp_path}/m.db",
+                         f"output_root={tmp_path}/runs")
+        assert_one_error_line(res, message, tmp_path)  # no sweep directory, plan or MLflow store either
+        assert jobs_named(name) == set()
+
+    def test_a_dozen_runs_go_as_three_arrays_and_each_runs_exactly_once(self, mlflow_server, tmp_path, name):
+        exp, root = experiment(), tmp_path / "runs"
+        res = asym(tmp_path, "asym-train", "-m", *DOZEN, *SLURM, "hydra.launcher.timeout_min=10",
+                   f"hydra.launcher.name={name}", *tracking_args(mlflow_server, exp, root), check=True)
+        assert "submitted 12 runs as SLURM arrays" in res.stdout + res.stderr, res.stderr[-2000:]
+        doc = plan.read(sweep_dir(root))
+        jobs = [doc["jobs"][str(e["num"])] for e in doc["runs"]]
+        arrays = sorted({j.split("_")[0] for j in jobs})
+        assert len(jobs) == len(set(jobs)) == 12 and len(arrays) == 3
+        assert sorted(int(j.split("_")[1]) for j in jobs) == sorted([*range(5), *range(5), *range(2)])
+        wait_until(lambda: len(finished_runs(mlflow_server, exp)) == 12, 600, "12 finished runs in MLflow")
+        df = tracking.runs_frame(mlflow_server, exp)
+        planned = {e["config_hash"] for e in doc["runs"]}
+        assert len(df) == 12 and set(df["tags.config_hash"]) == planned, "each run exactly once in MLflow"
+        results = [json.loads(p.read_text()) for p in root.rglob("result.json")]
+        assert len(results) == 12 and {r["status"] for r in results} == {"finished"}
+        assert sorted(p.parent.name[-8:] for p in root.rglob("result.json")) == sorted(h[:8] for h in planned)
+        wait_until(lambda: all(s == ["COMPLETED"] for s in job_states(jobs).values()) and len(job_states(jobs)) == 12,
+                   120, "each of the 12 array tasks COMPLETED once in sacct")
+        assert jobs_named(name) == set(jobs), "the plan records every job submitted, and nothing else was"
+        out = asym(tmp_path, "asym-status", str(root), check=True).stdout
+        counts = status_counts(out)
+        assert "12/12 done" in out and counts["finished"] == 12 and counts["lost"] == counts["queued"] == 0, out
+
+    @pytest.mark.parametrize("how,reason", [
+        ("preflight_bypassed", "Batch job submission failed: Invalid job array specification"),
+        ("unknown_constraint", "Batch job submission failed: Invalid feature specification"),
+    ])
+    def test_a_refused_submission_is_one_line_and_recorded_as_not_submitted(self, asym_train, mlflow_server, tmp_path,
+                                                                            monkeypatch, name, how, reason):
+        exp, root = experiment(), tmp_path / "runs"
+        extra = []
+        if how == "preflight_bypassed":  # the limits as a stock SLURM has them: one array of 12, which sbatch refuses
+            real = cluster.read_cluster
+            monkeypatch.setattr(slurm_launcher, "read_cluster",
+                                lambda qos=None: dataclasses.replace(real(qos), max_array_size=1001))
+        else:
+            extra = ["hydra.launcher.constraint=nosuchfeature"]
+        res = asym_train("-m", *DOZEN, *SLURM, "hydra.launcher.timeout_min=10", f"hydra.launcher.name={name}",
+                         *extra, *tracking_args(mlflow_server, exp, root))
+        errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+        assert len(errors) == 1 and reason in errors[0] and "12 of 12 jobs not submitted" in errors[0], res.stderr
+        assert [line for line in res.stderr.splitlines() if "sbatch: error" in line] == errors, "SLURM's reason once"
+        doc = plan.read(sweep_dir(root))
+        assert doc["jobs"] == {} and doc["not_submitted"]["jobs"] == list(range(12))
+        assert reason in doc["not_submitted"]["reason"]
+        tags = tracking.client(mlflow_server).get_experiment_by_name(exp).tags
+        assert reason in tags[f"{tracking.NOT_SUBMITTED_TAG}.{sweep_dir(root).name}"]
+        assert jobs_named(name) == set()
+        runs, _ = status.sweep_view(sweep_dir(root))
+        assert {r["state"] for r in runs} == {"not submitted"}
+        out = asym(tmp_path, "asym-status", str(root), check=True).stdout
+        assert "12 runs were not submitted" in out and reason in out
+
+
+# ------------------------------------------------------- status without accounting (issue 22 item 3)
+
+@pytest.fixture(scope="class")
+def no_accounting(slurm):
+    """Accounting off, and ended jobs forgotten by the controller after 2 s (MinJobAge): only squeue, MLflow, the
+    run records and submitit's files are left to say what happened."""
+    with reconfigured({"AccountingStorageType": "accounting_storage/none", "MinJobAge": "2"}):
+        yield
+
+
+@pytest.fixture(scope="class")
+def ended_sweep(no_accounting, mlflow_server, tmp_path_factory):
+    """Four runs, two at a time: the first two finish; the third fails when its job starts (a file stands where its
+    run directory must go — a disk problem the plan cannot see); the fourth is cancelled while it waits: it never
+    starts and leaves nothing behind. Returns once the controller has forgotten them all (MinJobAge)."""
+    tmp = tmp_path_factory.mktemp("no-accounting")
+    exp, root, name = experiment(), tmp / "runs", job_name()
+    try:
+        asym(tmp, "asym-train", "-m", "lr_mult=10,1,0.1,0.01", "model=SGD", "dataset=digits", "train=demo",
+             "train.epochs=1", *SLURM, "hydra.launcher.array_parallelism=2", f"hydra.launcher.name={name}",
+             *tracking_args(mlflow_server, exp, root), check=True)
+        doc = plan.read(sweep_dir(root))
+        jobs = [doc["jobs"][str(e["num"])] for e in doc["runs"]]
+        subprocess.run(["scancel", jobs[3]], check=True)  # tasks 2 and 3 are still pending behind the %2 limit
+        third = doc["runs"][2]
+        blocker = root / "digits" / "SGD" / f"lr{third['run']['lr_mult']:g}-none-standard-{third['config_hash'][:8]}"
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("not a directory")
+        array = jobs[0].split("_")[0]
+        wait_until(lambda: subprocess.run(["squeue", "-h", "-r", "-j", array, "-t", "PENDING,RUNNING,COMPLETING",
+                                           "-o", "%i"], capture_output=True, text=True).stdout.strip() == "", 600,
+                   "every task of the sweep to end")
+        wait_until(lambda: subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", array, "-o", "%i"],
+                                          capture_output=True, text=True).stdout.strip() == "", 120,
+                   "the controller to forget the ended tasks (MinJobAge=2)")
+        yield tmp, root, jobs
+    finally:  # a failed wait leaves nothing running
+        subprocess.run(["scancel", "-n", name], capture_output=True)
+
+
+def status_counts(out: str) -> dict[str, int]:
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("table"))
+    cols = [c.replace("not_submitted", "not submitted") for c in header.replace("not submitted", "not_submitted").split()]
+    row = next(line for line in lines if line.startswith("all ")).split()
+    return dict(zip(cols[1:], map(int, row[1:])))
+
+
+@pytest.mark.usefixtures("no_accounting")
+class TestNoAccounting:
+    def test_status_without_accounting_says_lost_and_watch_ends(self, ended_sweep):
+        tmp, root, jobs = ended_sweep
+        assert "accounting storage is disabled" in subprocess.run(
+            ["sacct", "-j", jobs[0]], capture_output=True, text=True).stderr.lower()
+        res = asym(tmp, "asym-status", str(root), "--watch", "1", timeout=120, check=True)
+        counts = status_counts(res.stdout)
+        assert (counts["finished"], counts["failed"], counts["lost"], counts["queued"], counts["running"]) == \
+            (2, 1, 1, 0, 0), res.stdout
+        assert sum(line.startswith("sweep ") for line in res.stdout.splitlines()) == 1, \
+            "--watch ended at once: nothing is queued or running"
+        assert f"SLURM {jobs[2]}: FAILED: FileExistsError: [Errno 17] File exists: " in res.stdout, res.stdout
+        assert f"SLURM {jobs[3]}: LOST)" in res.stdout and "submitit's job files (sacct:" in res.stdout
+
+    def test_status_without_the_sacct_binary(self, ended_sweep, tmp_path):
+        """PATH with squeue (and asym-status's Python) but no sacct: the same answer, from squeue and the files."""
+        tmp, root, jobs = ended_sweep
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        for tool in ("squeue", "scontrol", "sinfo"):
+            (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{bin_dir}"}
+        res = subprocess.run(["asym-status", str(root)], cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        counts = status_counts(res.stdout)
+        assert (counts["finished"], counts["failed"], counts["lost"], counts["queued"]) == (2, 1, 1, 0), res.stdout
+        assert "submitit's job files (no sacct)" in res.stdout

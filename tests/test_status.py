@@ -1,8 +1,11 @@
-"""``asym-status``'s classification and the one rule for which MLflow run stands for a config hash: pure functions."""
+"""``asym-status``'s classification and the one rule for which MLflow run stands for a config hash: pure functions;
+and what submitit's job files and a plan's records say when the scheduler no longer knows a job."""
+import json
+
 import pytest
 
 from asym import tracking
-from asym.launcher.status import classify
+from asym.launcher.status import LOST, JobState, classify, report, result_strings, submitit_state, sweep_view
 
 
 @pytest.mark.parametrize("mlflow,scheduler,state", [
@@ -57,9 +60,10 @@ def test_runs_table_keeps_the_run_that_stands_for_each_hash(tmp_path):
 
 def test_classify_answers_in_run_statuses():
     from asym.record import RunStatus
-    states = {classify(m, s, t) for m in (None, *RunStatus) for s in (None, "PENDING", "RUNNING", "COMPLETED", "FAILED")
-              for t in (False, True)}
-    assert all(type(s) is RunStatus for s in states) and states == set(RunStatus)
+    states = {classify(m, s, t, loc) for m in (None, *RunStatus) for loc in (None, *RunStatus)
+              for s in (None, "PENDING", "RUNNING", "COMPLETED", "FAILED", LOST) for t in (False, True)}
+    # every state but "not submitted", which the plan says (a run SLURM never got), not its job
+    assert all(type(s) is RunStatus for s in states) and states == set(RunStatus) - {RunStatus.NOT_SUBMITTED}
 
 
 def test_run_statuses_keep_the_text_stored_tags_and_result_files_hold(tmp_path):
@@ -68,7 +72,8 @@ def test_run_statuses_keep_the_text_stored_tags_and_result_files_hold(tmp_path):
     import json
 
     from asym.record import DONE, RunStatus
-    stored = ["finished", "diverged", "running", "queued", "interrupted", "failed", "unsynced"]
+    stored = ["finished", "diverged", "running", "queued", "interrupted", "failed", "unsynced", "lost",
+              "not submitted"]
     assert [s.value for s in RunStatus] == stored
     for text in stored:
         s = RunStatus(text)
@@ -103,3 +108,83 @@ def test_status_code_names_run_statuses_by_the_enum(path):
     found = [(n.lineno, n.value) for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in skip
              and n.value in {s.value for s in RunStatus}]
     assert not found, f"{path}: status literals at {found}; use asym.record.RunStatus"
+
+
+# ------------------------------------------------------- without accounting: lost, not queued (issue 22 item 3)
+
+@pytest.mark.parametrize("mlflow,scheduler,local,state", [
+    (None, LOST, None, "lost"), ("running", LOST, None, "lost"), ("failed", LOST, None, "failed"),
+    (None, LOST, "failed", "failed"), ("finished", LOST, None, "finished"), (None, LOST, "finished", "unsynced"),
+    (None, None, "finished", "unsynced"), ("running", None, "diverged", "unsynced"), (None, LOST, "interrupted",
+                                                                                     "interrupted"),
+    (None, "COMPLETED", "failed", "failed"), (None, "PENDING", None, "queued"),
+])
+def test_a_job_gone_without_a_result_is_lost_never_queued(mlflow, scheduler, local, state):
+    assert classify(mlflow, scheduler, local=local) == state
+
+
+def job_files(tmp_path, job_id: str, result=None, err: str = "", out: str = "") -> str:
+    """A submitit job folder as submitit writes it (its own cloudpickle_dump); returns the folder pattern."""
+    from submitit.core.utils import cloudpickle_dump
+    d = tmp_path / ".submitit" / job_id
+    d.mkdir(parents=True)
+    if result is not None:
+        cloudpickle_dump(result, d / f"{job_id}_0_result.pkl")
+    (d / f"{job_id}_0_log.err").write_text(err)
+    (d / f"{job_id}_0_log.out").write_text(out)
+    return str(tmp_path / ".submitit" / "%j")
+
+
+def test_submitit_files_say_what_became_of_a_job(tmp_path):
+    from hydra.core.utils import JobReturn
+    tb = "Traceback (most recent call last):\n  File …\nRuntimeError: run Digits · SGD · lr×10 failed: no cuda:99\n"
+    folder = job_files(tmp_path, "7_0", ("success", [JobReturn(overrides=["model=SGD"])]))
+    job_files(tmp_path, "7_1", ("error", tb))
+    job_files(tmp_path, "7_2", err="epoch 1: ...\nslurmstepd: error: *** JOB 9 ON vm CANCELLED AT 2026-12-01T00:00:00 "
+                                   "DUE TO TIME LIMIT ***\n")
+    job_files(tmp_path, "7_3", out="[00:00:01] INFO asym: epoch 3: val error 5.1%\n")
+    assert submitit_state(folder, "7_0") == JobState("COMPLETED", "", "submitit")
+    assert submitit_state(folder, "7_1") == JobState("FAILED", "RuntimeError: run Digits · SGD · lr×10 failed: no cuda:99",
+                                                     "submitit")
+    s = submitit_state(folder, "7_2")
+    assert s.state == "FAILED" and "DUE TO TIME LIMIT" in s.note
+    assert submitit_state(folder, "7_3") == JobState(LOST, "[00:00:01] INFO asym: epoch 3: val error 5.1%", "submitit")
+    assert submitit_state(folder, "7_4") == JobState(LOST, "", "submitit"), "never started: no folder at all"
+
+
+def test_a_result_pickle_is_read_without_running_it(tmp_path):
+    """A pickle whose object would run code when loaded: only its strings are read."""
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('ran')",))
+    path = tmp_path / "r.pkl"
+    path.write_bytes(pickle.dumps(("success", Boom())))
+    assert result_strings(path, 1) == ["success"]
+
+
+def write_plan(tmp_path, **doc):
+    runs = [{"num": i, "config_hash": f"{i:x}" * 16, "name": f"run {i}", "tables": ["2"], "model": "SGD",
+             "dataset": "digits", "run": {"model": "SGD", "dataset": "digits", "seed": 0}} for i in range(3)]
+    (tmp_path / "runs.json").write_text(json.dumps({"tracking_uri": f"sqlite:///{tmp_path}/none.db", "experiment": "e",
+                                                    "output_root": str(tmp_path / "runs"), "runs": runs, **doc}))
+
+
+def test_runs_sbatch_refused_are_not_submitted_never_queued(tmp_path):
+    reason = "sbatch: error: Batch job submission failed: Invalid job array specification"
+    write_plan(tmp_path, jobs={}, scheduler="slurm", not_submitted={"reason": reason, "jobs": [0, 1, 2]})
+    runs, _ = sweep_view(tmp_path)
+    assert [r["state"] for r in runs] == ["not submitted"] * 3
+    text = report(tmp_path, runs, not_submitted=reason)
+    assert f"3 runs were not submitted ({reason})" in text and "not submitted" in text.splitlines()[3]
+
+
+def test_a_run_done_by_its_record_is_unsynced_even_where_slurm_never_ran_it(tmp_path):
+    """A run finished by an earlier sweep (its result.json) is not 'not submitted' in a refused one."""
+    write_plan(tmp_path, jobs={}, scheduler="slurm")
+    (tmp_path / "runs" / "digits" / "SGD" / f"lr1-none-standard-{'0' * 8}").mkdir(parents=True)
+    (tmp_path / "runs" / "digits" / "SGD" / f"lr1-none-standard-{'0' * 8}" / "result.json").write_text(
+        json.dumps({"status": "finished"}))
+    runs, _ = sweep_view(tmp_path)
+    assert [r["state"] for r in runs] == ["unsynced", "not submitted", "not submitted"]

@@ -8,6 +8,9 @@ On top of ``BasicSweeper`` (see ``asym.launcher.plan``):
   is written, launched or queued (one ``error:`` line otherwise); a sweep over sweep files
   (``+sweep=glob(table*)``) is the union of their grids; the plan is written to ``<sweep dir>/runs.json``
   for ``asym-status``.
+- the launcher is checked with the sweep's job count before anything is written (SLURM: the cluster's limits).
+- ``dry_run=true`` prints the plan and its estimated cost instead (``asym.launcher.dry_run``): nothing is
+  queued, written or logged, and missing datasets are listed, not refused.
 - in-process, jobs run one at a time under a progress bar; other launchers get one batch.
 - failed jobs do not stop the sweep; they are counted and the sweep exits non-zero (hydra #1928).
 - at the end, the tables named by the ``tables`` config key are printed.
@@ -38,6 +41,7 @@ class AsymSweeperConf:
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
     only_for_models: Dict[str, List[str]] = field(default_factory=dict)
+    dry_run: bool = False   # print the plan and its cost (every launcher); queue, write and log nothing
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="asym", node=AsymSweeperConf, provider="asym")
@@ -45,24 +49,25 @@ ConfigStore.instance().store(group="hydra/sweeper", name="asym", node=AsymSweepe
 
 class AsymSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
-                 only_for_models: Optional[Dict[str, List[str]]] = None):
+                 only_for_models: Optional[Dict[str, List[str]]] = None, dry_run: bool = False):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.only_for_models = dict(only_for_models or {})
+        self.dry_run = dry_run
 
     def sweep(self, arguments: List[str]) -> Any:
         from asym.launcher import plan
         from asym.launcher.progress import RunsProgress
-        from asym.launcher.slurm import DRY_RUN, LaunchError
+        from asym.launcher.slurm import LaunchError
         from asym.record import RunStatus
 
-        jobs, entries = self._planned(arguments)
+        missing = [] if self._is_dry_run() else None  # the dry run lists missing datasets instead of refusing
+        jobs, entries = self._planned(arguments, missing)
+        if missing is not None:
+            return self._dry_run(entries, jobs, missing)
         self._check_tracking_access()
-        try:  # the launcher's settings (SLURM: runs_per_task), before the sweep directory is written
-            getattr(self.launcher, "check", lambda: None)()
-        except LaunchError as e:
-            self._fail(str(e))
         if self.config.get("engine") == "group":
             jobs = plan.group_jobs(jobs, entries, self.config.lr_mult)
+        self._check_launcher(len(jobs))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -90,26 +95,58 @@ class AsymSweeper(BasicSweeper):
             for job, r in zip(jobs[start:start + size], results):
                 if r.status == JobStatus.FAILED:
                     failed.append((" ".join(job), r._return_value))
-                queued += r.status == JobStatus.UNKNOWN and r._return_value != DRY_RUN  # submitted, not waited for
+                queued += r.status == JobStatus.UNKNOWN  # submitted, not waited for
             if progress is not None:
                 progress.update(len(results))
         if progress is not None:
             progress.close()
         if queued:
             log.info("%d jobs queued; watch them with: asym-status %s", queued, sweep_dir)
-        elif all(r._return_value != DRY_RUN for batch in returns for r in batch):
+        else:
             self._print_tables(entries)
-        self._end_sweep_run(sweep_run, RunStatus.FAILED if failed else RunStatus.QUEUED if queued else RunStatus.FINISHED,
-                            None if queued else entries)
+        ended = RunStatus.FAILED if failed else RunStatus.QUEUED if queued else RunStatus.FINISHED
+        self._end_sweep_run(sweep_run, ended, None if queued else entries)
         if failed:
             for job, err in failed:
                 log.error("failed: %s: %s", job, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise HydraException(f"{len(failed)} of {len(jobs)} {unit} failed (see above)")
         return returns
 
+    def _is_dry_run(self) -> bool:
+        """``hydra.sweeper.dry_run``, or its alias ``hydra.launcher.dry_run`` (the SLURM launcher's older key)."""
+        return bool(self.dry_run or getattr(self.launcher, "dry_run", False))
+
+    def _check_launcher(self, n_jobs: int) -> None:
+        """Before the sweep directory exists: the launcher's settings and, for SLURM, whether ``n_jobs`` fit the
+        cluster's limits (asym.launcher.cluster) — one line if not."""
+        from asym.launcher.slurm import LaunchError
+        check = getattr(self.launcher, "check", None)
+        try:
+            if check is not None:
+                check(n_jobs)
+        except LaunchError as e:
+            self._fail(str(e))
+
+    def _dry_run(self, entries: List[dict], jobs: List[List[str]], missing: List[tuple]) -> list:
+        """Print the plan and its cost; nothing is queued, written or logged (asym.launcher.dry_run)."""
+        from asym.launcher import dry_run, plan
+        if self.config.get("engine") == "group":
+            jobs = plan.group_jobs(jobs, entries, self.config.lr_mult)
+        describe = getattr(self.launcher, "describe", None)
+        if describe is not None:
+            lines, appendix = describe(len(jobs))
+        elif type(self.launcher).__name__ == "BasicLauncher":
+            lines, appendix = [f"in-process: {len(jobs)} jobs, one at a time in this process"], ""
+        else:
+            lines, appendix = [f"{type(self.launcher).__name__}: {len(jobs)} jobs"], ""
+        print(dry_run.report(self.config, entries, len(jobs), lines, missing), flush=True)
+        if appendix:
+            print(appendix, flush=True)
+        return []
+
     # --- validation: the whole sweep checked before anything is written, queued or launched ---------------------
 
-    def _planned(self, arguments: List[str]) -> Tuple[List[List[str]], List[dict]]:
+    def _planned(self, arguments: List[str], missing: Optional[list] = None) -> Tuple[List[List[str]], List[dict]]:
         """The sweep's jobs (Hydra's parse and split of the sweep file's params and the command line) and their
         plan, every job checked on its composed config and every dataset found; one ``error:`` line and exit 2
         otherwise, before anything exists. Replaces ``validate_batch_is_legal`` (a full composition per job:
@@ -121,7 +158,7 @@ class AsymSweeper(BasicSweeper):
         from asym.overrides import explain
         try:
             jobs = plan.sweep_jobs(self.config, list(arguments), self.hydra_context.config_loader)
-            entries = plan.plan(self.config, jobs, self._job_config)
+            entries = plan.plan(self.config, jobs, self._job_config, missing=missing)
         except (ValueError, DatasetMissing) as e:
             self._fail(str(e))
         except (HydraException, OmegaConfBaseException) as e:
@@ -146,15 +183,10 @@ class AsymSweeper(BasicSweeper):
             log.warning("MLflow unreachable (%s); runs will keep local records for asym-sync",
                         str(e).splitlines()[0][:200])
 
-    def _dry_run(self) -> bool:
-        return bool(getattr(self.launcher, "dry_run", False) or self.config.hydra.sweeper.get("dry_run", False))
-
     def _start_sweep_run(self, sweep_dir: Path, entries: List[dict], arguments: List[str]) -> Optional[str]:
         """The sweep's MLflow run, after every check passed and never for a dry run: its plan (runs.json), the
         composed config and the overrides as artifacts. Its id reaches the jobs (in this process, local
         subprocesses or SLURM tasks alike) through the environment, so each new run becomes its child."""
-        if self._dry_run():
-            return None
         from asym import tracking
         from asym.launcher import plan
         title = self._sweep_title(self.config.hydra.runtime.choices.get("sweep"), arguments)
