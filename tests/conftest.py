@@ -176,11 +176,12 @@ def assert_one_error_line(res: CliResult, message: str, where: Path, keep: tuple
 
 
 def tiny_npz(path, seed=0):
-    """A small real .npz dataset (x_train y_train x_test y_test) of three separable classes."""
+    """A small real .npz dataset (x_train y_train x_test y_test) of three separable classes: 120 training rows,
+    more than the protocol's batch of 100 (``check_batch_sizes`` refuses a batch larger than the split), 40 test."""
     import numpy as np
     rng = np.random.default_rng(seed)
-    y = np.arange(120) % 3
-    x = rng.normal(size=(120, 12)).astype("float32") + 3 * np.eye(3, 12, dtype="float32")[y]
+    y = np.arange(160) % 3
+    x = rng.normal(size=(160, 12)).astype("float32") + 3 * np.eye(3, 12, dtype="float32")[y]
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
+    np.savez(path, x_train=x[:120], y_train=y[:120], x_test=x[120:], y_test=y[120:])
     return path
