@@ -147,7 +147,9 @@ def test_engine_with_compile_equals_eager(digits, tmp_path):
     for e, c in zip(eager["epochs"], compiled["epochs"]):
         assert e.keys() == c.keys()
         for k in e:
-            assert c[k] == pytest.approx(e[k], rel=1e-4, abs=0.2 if k.endswith("error") else 1e-6)  # 0.2 pp: one sample
+            # the losses agree to 1e-4; an error counts argmaxes, and after an epoch at lr×10 a few of the 540 test
+            # images sit on a near-tie that float summation order (compiled kernels, thread count) flips: 1 pp = 5
+            assert c[k] == pytest.approx(e[k], rel=1e-4, abs=1.0 if k.endswith("error") else 1e-6)
     a = torch.load(tmp_path / "eager" / "checkpoint.pt", weights_only=True)["net"]
     b = torch.load(tmp_path / "compiled" / "checkpoint.pt", weights_only=True)["net"]
     assert a.keys() == b.keys()
