@@ -232,12 +232,13 @@ def test_a_config_dir_adds_sweep_files(asym_train, jobs, tmp_path):
 
 
 def test_a_bad_override_is_one_line_before_torch_is_imported(tmp_path):
-    """In a fresh interpreter: ``asym-train`` with a misspelt key prints its line and exits 2 without importing
-    torch (the one subprocess of this file: what matters is what a new process imports)."""
+    """In a fresh interpreter: ``asym-train`` with a bad override, single run or sweep (``-m``), prints its line and
+    exits 2 without importing torch (the one subprocess of this file: what matters is what a new process imports)."""
     code = ("import sys\nfrom asym import cli\nsys.argv = ['asym-train', *sys.argv[1:]]\n"
             "try:\n    cli.train()\nfinally:\n    print('torch' in sys.modules, file=sys.stdout)\n")
-    for bad in ("modle=SGD", "lr_mult=-1", "train.device=gpu", "dataset=npz:x=y.npz"):
-        res = subprocess.run([sys.executable, "-c", code, bad, "output_root=runs"], cwd=tmp_path,
+    for bad in ("modle=SGD", "lr_mult=-1", "train.device=gpu", "dataset=npz:x=y.npz", "-m modle=SGD,BM",
+                "-m model=SGD,XX", "-m lr_mult=interval(0.1,1)", "-m +sweep=nosuch"):
+        res = subprocess.run([sys.executable, "-c", code, *bad.split(), "output_root=runs"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         assert res.returncode == 2 and res.stderr.startswith("error: "), res.stderr
         assert res.stdout.strip() == "False", f"{bad}: torch was imported before the error line"
