@@ -20,14 +20,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from asym import tracking  # noqa: E402
-from asym.record import DONE  # noqa: E402
-from asym.study import FLIP_P, flip_column  # noqa: E402
+from asym.record import DONE, RunStatus  # noqa: E402
+from asym.study import FLIP_P, TABLES, column_run, flip_column  # noqa: E402
 
-from .tables import COMPARE_ROW, SAME, TABLES, Cells, baseline_column, column_run, ranked  # noqa: E402
+from .tables import COMPARE_ROW, MARGIN, SAME, Cells, baseline_column, ranked  # noqa: E402
 
 P_MARGIN = 8  # x-axis room on either side of p = 0 and p = 100, so their markers and error bars show whole
 HEATMAP_CMAP = "RdBu_r"  # diverging: red where we do worse than the paper, blue where better
-MIN_HEATMAP_LIMIT = 3.0  # pp: the colour scale spans at least ±3 pp (protocol decision 10's margin)
+MIN_HEATMAP_LIMIT = MARGIN  # pp: the colour scale spans at least the highlighting margin (protocol decision 10)
 # A qualitative palette of distinct colours (matplotlib's tab10, then the dark members of tab20b/Dark2): one per
 # model of a learning-curve figure, before any repeats
 CURVE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -152,7 +152,7 @@ def curve_data(uri: str | None, runs: pd.DataFrame, dataset_row: str, models: li
                                  "lo": frame.min(axis=1).to_numpy(), "hi": frame.max(axis=1).to_numpy(),
                                  "n": frame.notna().sum(axis=1).to_numpy(),
                                  "lr_mult": group["lr_mult"].iloc[0] if len(group) == 1 else np.nan,
-                                 "diverged": bool((group["status"] == "diverged").any())}))
+                                 "diverged": bool((group["status"] == RunStatus.DIVERGED).any())}))
     cols = ["model", "epoch", "mean", "lo", "hi", "n", "lr_mult", "diverged"]
     if not out:
         return pd.DataFrame(columns=cols)

@@ -20,15 +20,16 @@ import pandas as pd
 from asym import tracking
 from asym.study import table_keys
 
-from .tables import BETTER, COMPARE_ROW, WORSE, Cells, build_all, compare, load_runs, long_form, select_protocol
+from .tables import BETTER, COMPARE_ROW, MARGIN, WORSE, Cells, build_all, compare, load_runs, long_form, select_protocol
 
 YELLOW, BLUE = "#ffeb3b", "#64b5f6"
 ANSI = {WORSE: "\033[30;43m", BETTER: "\033[30;46m"}
 RESET = "\033[0m"
 MARK = {WORSE: "▲", BETTER: "▼"}  # the highlight in plain text: error up (worse), error down (better)
 # the legend, phrase by phrase (a line breaks between phrases, never inside one)
-HIGHLIGHT_LEGEND = {True: ("yellow: ≥ 3 pp worse than SGD", "blue: ≥ 3 pp better"),
-                    False: (f"{MARK[WORSE]} ≥ 3 pp worse than SGD (yellow)", f"{MARK[BETTER]} ≥ 3 pp better (blue)")}
+PP = f"{MARGIN:g} pp"   # the highlighting margin as the legends write it (protocol decision 10)
+HIGHLIGHT_LEGEND = {True: (f"yellow: ≥ {PP} worse than SGD", f"blue: ≥ {PP} better"),
+                    False: (f"{MARK[WORSE]} ≥ {PP} worse than SGD (yellow)", f"{MARK[BETTER]} ≥ {PP} better (blue)")}
 MARKS_LEGEND = ("— no run", "† best run diverged", "* some runs missing")
 SEEDS_LEGEND = ("mean ± std (n seeds), coloured by the means",
                 "? the colour is not robust: some seed's cell against that seed's SGD takes another colour, "
@@ -285,7 +286,7 @@ def markdown(cells: Cells, compare_paper: bool = False) -> str:
         if compare_paper:
             lines.append(f"| *paper: {md_text(paper_rows([name])[0])}* | " + " | ".join(fmt(v) for v in paper.iloc[r])
                          + " |")
-    lines += ["", f"{cells.summary()}. 🟨 ≥ 3 pp worse than SGD, 🟦 ≥ 3 pp better; † best run diverged; "
+    lines += ["", f"{cells.summary()}. 🟨 ≥ {PP} worse than SGD, 🟦 ≥ {PP} better; † best run diverged; "
                   "* some runs missing." + (f" {SEEDS_LEGEND}." if cells.multi_seed else "")]
     if compare_paper:
         lines += [line for line in (stand_in_note(cells), compare(cells).line()) if line]

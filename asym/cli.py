@@ -22,15 +22,17 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from . import config as schema
-from . import overrides
+from . import data, overrides, tracking
 from .files import write_json
+from .labels import parse_model
 from .overrides import OverrideError
 from .protocol import RunSpec
+from .record import (BEST_EPOCH, BEST_ERROR, DONE, RESULT_FILE, SELECTED_EPOCH, SELECTED_ERROR, SELECTED_HOLDOUT_ERROR,
+                     RunStatus)
 
 if TYPE_CHECKING:
     import torch
 
-    from . import tracking
 
 log = logging.getLogger("asym")
 
@@ -68,8 +70,6 @@ def fail(msg: str) -> None:
 
 def run_dir(cfg: DictConfig, run, protocol: dict) -> Path:
     """Deterministic per run (not timestamped), so a relaunch finds its checkpoint."""
-    from . import tracking
-    from .labels import parse_model
     h = tracking.config_hash(asdict(run), protocol)
     label = parse_model(run.model).label.replace("+", "_")
     return Path(to_absolute_path(cfg.output_root)) / run.dataset.replace(":", "_").replace("/", "_") / label / \
@@ -101,7 +101,7 @@ class Member:
 
     run: RunSpec
     out_dir: Path
-    tracker: "tracking.RunTracker"
+    tracker: tracking.RunTracker
     existing: object
     name: str
 
@@ -116,13 +116,11 @@ def check_job(cfg: DictConfig) -> None:
     """Everything a job needs, before it starts: every value (``check_config``), write access to the tracking
     server, the dataset on disk. UsageError with one line otherwise. A single run is checked before Hydra
     creates its directory (``train``); every job again where it runs (a SLURM task, a pool worker)."""
-    from . import data
     try:
         schema.check_config(cfg)
         run = job_runs(cfg)[0]
     except ValueError as e:
         raise UsageError(str(e)) from None
-    from . import tracking  # the values are good: the server and the data (MLflow loads here, not for a typo)
     try:
         tracking.require_write_access(cfg.tracking.uri, cfg.tracking.experiment)
         data.check_available(run.dataset, to_absolute_path(cfg.data.root), cfg.data.download, seed=run.seed,
@@ -133,7 +131,6 @@ def check_job(cfg: DictConfig) -> None:
 
 def job_members(cfg: DictConfig, protocol: dict) -> list[Member]:
     """The job's runs (checked by ``check_job``) and their tracking."""
-    from . import tracking
     runs = job_runs(cfg)
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.limit_http_retries()
@@ -145,11 +142,10 @@ def job_members(cfg: DictConfig, protocol: dict) -> list[Member]:
 
 
 def is_done(m: Member) -> bool:
-    from . import tracking
     status = tracking.status_of(m.existing)
-    if status in tracking.DONE:
+    if status in DONE:
         log.info("skip %s: already %s (MLflow run %s)", m.name, status, m.existing.info.run_id)
-    return status in tracking.DONE
+    return status in DONE
 
 
 def start_tracking(cfg: DictConfig, m: Member, history: list[dict] | None) -> None:
@@ -169,32 +165,29 @@ def start_tracking(cfg: DictConfig, m: Member, history: list[dict] | None) -> No
 
 
 def finish_tracking(m: Member, result: dict) -> None:
-    from . import train as trainer
     result["mlflow_run_id"] = m.tracker.run_id
     result["mlflow_synced"] = m.tracker.finish(result, m.out_dir)
-    write_json(m.out_dir / "result.json", result)
+    write_json(m.out_dir / RESULT_FILE, result)
     if not result["mlflow_synced"]:
         log.warning("%s finished but is not in MLflow yet; its record is %s (run asym-sync)", m.name,
-                    m.out_dir / "result.json")
-    if result["status"] not in (trainer.FAILED, trainer.INTERRUPTED):
-        log.info("%s: %s, best val error %.2f%% at epoch %s; %s", m.name, result["status"], result[trainer.BEST_ERROR],
-                 result[trainer.BEST_EPOCH], selection_note(result))
+                    m.out_dir / RESULT_FILE)
+    if result["status"] not in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+        log.info("%s: %s, best val error %.2f%% at epoch %s; %s", m.name, result["status"], result[BEST_ERROR],
+                 result[BEST_EPOCH], selection_note(result))
 
 
 def selection_note(result: dict) -> str:
     """How the run's number was chosen (``train.select_on``), for its end-of-run line."""
-    from . import train as trainer
     if result.get("select_on", "test") == "test":
         return "select_on=test (the paper's: epoch chosen on the test split)"
-    if result.get(trainer.SELECTED_EPOCH) is None:
+    if result.get(SELECTED_EPOCH) is None:
         return "select_on=val: no epoch to select"
-    return (f"select_on=val: epoch {result[trainer.SELECTED_EPOCH]} chosen on the holdout "
-            f"({result[trainer.SELECTED_HOLDOUT_ERROR]:.2f}% there), test error {result[trainer.SELECTED_ERROR]:.2f}%")
+    return (f"select_on=val: epoch {result[SELECTED_EPOCH]} chosen on the holdout "
+            f"({result[SELECTED_HOLDOUT_ERROR]:.2f}% there), test error {result[SELECTED_ERROR]:.2f}%")
 
 
 def checkpoint_path(members: list[Member]) -> Path:
     """A run's checkpoint lives in its run directory; a group's in a folder named by its members."""
-    from . import tracking
     if len(members) == 1:
         return members[0].out_dir / "checkpoint.pt"
     group = tracking.group_hash([m.tracker.hash for m in members])[:8]
@@ -213,7 +206,6 @@ def load_data(name: str, root: str, seed: int, download: bool, cache: str | None
     """
     key = (name, str(Path(root).resolve()), seed, str(Path(cache).resolve()) if cache else None, os.getcwd())
     if key not in _loaded:
-        from . import data
         _loaded.clear()
         _loaded[key] = data.load(name, root, seed=seed, download=download, cache=cache)
         log.info("loaded dataset %s from %s", name, data_source(name, root))
@@ -223,7 +215,6 @@ def load_data(name: str, root: str, seed: int, download: bool, cache: str | None
 def data_source(name: str, root: str) -> str:
     """Where a dataset's files really come from, for the log: scikit-learn's bundled digits are not under
     ``data.root``; a ``folder:``/``npz:`` dataset is its own path."""
-    from . import data
     meta = data.info(name)
     if meta.reader == "digits":
         return "scikit-learn's bundled copy (sklearn.datasets.load_digits)"
@@ -263,15 +254,15 @@ def run_one(cfg: DictConfig) -> list[dict]:
                                 compile=cfg.train.compile, restart=cfg.train.restart)
     except trainer.Interrupted:
         for m in members:  # KILLED in MLflow with status=interrupted; the same command resumes it
-            if (m.out_dir / "result.json").exists():
-                finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
+            if (m.out_dir / RESULT_FILE).exists():
+                finish_tracking(m, json.loads((m.out_dir / RESULT_FILE).read_text()))
         raise
     except trainer.CheckpointError as e:  # found unusable between the preflight and the load: nothing trained
         raise UsageError(str(e)) from None
     except Exception as e:
         for m in members:  # each member's failed record, with the epochs it finished
-            if (m.out_dir / "result.json").exists():
-                finish_tracking(m, json.loads((m.out_dir / "result.json").read_text()))
+            if (m.out_dir / RESULT_FILE).exists():
+                finish_tracking(m, json.loads((m.out_dir / RESULT_FILE).read_text()))
         what = f"run {members[0].name}" if len(members) == 1 else f"run group {members[0].name}…"
         raise RuntimeError(f"{what} failed: {type(e).__name__}: {e}") from e
     for m, result in zip(members, results):

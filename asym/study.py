@@ -143,3 +143,19 @@ def train_size(name: str) -> int | None:
 
 
 TRAIN_SIZE = {n: train_size(n) for n in data.DATASETS if train_size(n) is not None}  # dataset name → examples
+# iCub's protocol fixes no sizes (its own folders) and the paper states none: (train, test) assumed where a count is
+# needed (cost estimates, benchmarks), and said so wherever it is used
+ASSUMED_SIZES = {"icub": (6000, 2000)}
+
+
+def split_sizes(name: str) -> tuple[int, int] | None:
+    """(training, test) examples of dataset ``name`` under its protocol: ``train_size`` and the registry's test
+    sizes (per-class protocols: classes × test per class, an upper bound, decision 12), else ``ASSUMED_SIZES``;
+    None for a user's ``folder:``/``npz:`` data, whose size is unknown until it is read."""
+    if name in ASSUMED_SIZES:
+        return ASSUMED_SIZES[name]
+    if name in data.CLASS_PROTOCOLS:
+        classes, _, per_class = data.CLASS_PROTOCOLS[name]
+        return train_size(name), classes * per_class
+    n_test = data.STANDARD_TEST.get(name)
+    return None if n_test is None else (train_size(name), n_test)

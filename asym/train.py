@@ -33,11 +33,9 @@ from .files import write_atomic, write_json
 from .labels import parse_model
 from .protocol import PROCEDURES, Protocol, RunSpec  # noqa: F401  (re-exported: the trainer's vocabulary)
 from .protocol import batch_bounds, check_batch_sizes
-# what a run records, by the names result.json and MLflow share (asym.record owns them; re-exported for asym.cli)
+# what a run records, by the names result.json and MLflow share (asym.record owns them)
 from .record import (BEST_EPOCH, BEST_ERROR, HOLDOUT_ERROR, RESULT_FILE, SELECTED_EPOCH,  # noqa: F401
                      SELECTED_ERROR, SELECTED_HOLDOUT_ERROR, RunStatus)
-
-FAILED, INTERRUPTED = RunStatus.FAILED, RunStatus.INTERRUPTED  # the statuses asym.cli reads from here
 
 
 def run_epoch(engine: Engine, data: TensorData, runs: list[RunSpec], proto: Protocol, epoch: int) -> list[dict]:
@@ -407,7 +405,7 @@ def train(runs: list[RunSpec], data: TensorData, out_dirs: list[str | Path], pro
         timings["resumed_from_epoch"] = state.resume(found) if found else None
         if title is None:
             r = runs[0]
-            title = f"{r.dataset} · {r.model} · lr×{','.join(f'{x.lr_mult:g}' for x in runs)}"
+            title = f"{r.model} ×{','.join(f'{x.lr_mult:g}' for x in runs)} · {r.dataset}"  # as run names read
         progress = Progress(proto.epochs, state.epoch, title)
 
         def commit(records: dict[int, dict]) -> None:

@@ -21,13 +21,12 @@ from asym.data import TensorData
 from asym.engine import Engine
 from asym.optim import BatchManhattan
 from asym.protocol import Protocol, RunSpec
-from asym.study import PAPER_DATASETS, TRAIN_SIZE, paper_runs
+from asym.study import ASSUMED_SIZES, PAPER_DATASETS, TRAIN_SIZE, paper_runs
 
 BATCH = 100
 GROUP_SIZES = (5, 35)
-ICUB_GUESS = 6000  # iCub's protocol fixes no training-set size (its own folders): a guess for the estimate
-# training-split sizes of the paper's datasets, from the study (asym.study.TRAIN_SIZE): the estimate's basis
-TRAIN_SIZES = {n: TRAIN_SIZE.get(n, ICUB_GUESS) for n in PAPER_DATASETS}
+# training-split sizes of the paper's datasets, from the study (asym.study.TRAIN_SIZE; iCub's assumed): the basis
+TRAIN_SIZES = {n: TRAIN_SIZE.get(n) or ASSUMED_SIZES[n][0] for n in PAPER_DATASETS}
 PAPER_RUNS, EPOCHS = len(paper_runs()), Protocol().epochs
 NETS = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 

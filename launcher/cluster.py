@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 DEFAULT_MAX_ARRAY_SIZE = 1001   # SLURM's default MaxArraySize (task ids 0 … 1000)
 DEFAULT_MAX_JOB_COUNT = 10000   # SLURM's default MaxJobCount
 UNLIMITED = None
-TIMEOUT_S = 60
+TIMEOUT_S = 60   # seconds any SLURM command may take before we give up on the controller
+# SLURM's job states while a job is still the scheduler's (squeue lists it): waiting, and running or finishing
+SLURM_QUEUED = ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING")
+SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
 
 
 class ClusterError(RuntimeError):
@@ -194,8 +197,7 @@ def parse_cluster(config_text: str, partition_text: str, sinfo_text: str, held_t
         accounting=accounting, enforce=enforce,
         partitions=parse_partitions(partition_text, sinfo_text),
         jobs_held=len(held),
-        my_jobs=sum(1 for u, state in held if u == user and state in ("PENDING", "RUNNING", "SUSPENDED",
-                                                                         "REQUEUED", "CONFIGURING", "COMPLETING")),
+        my_jobs=sum(1 for u, state in held if u == user and state in (*SLURM_QUEUED, *SLURM_RUNNING)),
         max_submit=max_submit if enforces_limits(enforce) else None, max_submit_source=source)
 
 

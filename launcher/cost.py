@@ -22,33 +22,17 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Iterable
 
-from asym.data import CLASS_PROTOCOLS, info
+from asym.data import info
 from asym.labels import parse_model
+from asym.study import ASSUMED_SIZES, split_sizes
 
 STEP_COSTS_FILE = "step_costs.csv"
 REFERENCE_BATCH = 100   # the per-step costs are measured at the paper's batch (decision 6)
 
-# (training images, test images) of the standard splits; the per-class protocols are computed from
-# asym.data.CLASS_PROTOCOLS (classes × per class). Test counts of per-class protocols are upper bounds
-# (Caltech-101 classes of 31–39 images keep fewer, decision 12).
-STANDARD_SPLITS = {"mnist": (60000, 10000), "cifar10": (50000, 10000), "cifar100": (50000, 10000),
-                   "svhn": (73257, 26032), "stl10": (5000, 8000), "flowers17": (17 * 60, 17 * 20),
-                   "flowers102": (2040, 6149), "timit80": (80 * 400, 80 * 100), "digits": (1257, 540),
-                   "icub": (6000, 2000)}
-ASSUMED_SPLITS = {"icub": "the paper does not state iCub's split sizes; assumed 6,000 train / 2,000 test images"}
 
 # the model kinds bench_steps.py measures: what a step costs depends on BN (extra layers, calibration) and on
 # feedback drawn afresh every batch (brSF, brSF-p: a U[0,1] draw of every weight per step); not on the rest
 KINDS = ("SGD", "uSF+BN+BM", "brSF+BN+BM")
-
-
-def split_sizes(dataset: str) -> tuple[int, int] | None:
-    """(training images, test images) of a registry dataset under its protocol (decision 12); None for a
-    user's ``folder:``/``npz:`` data, whose size is unknown until it is read."""
-    if dataset in CLASS_PROTOCOLS:
-        classes, n_train, n_test = CLASS_PROTOCOLS[dataset]
-        return classes * n_train, classes * n_test
-    return STANDARD_SPLITS.get(dataset)
 
 
 def cost_kind(model: str) -> str:
@@ -143,8 +127,10 @@ def estimate(entries: Iterable[dict], protocol: dict, costs: StepCosts, devices=
         if sizes is None:
             unsized.add(run["dataset"])
             continue
-        if run["dataset"] in ASSUMED_SPLITS:
-            assumed.add(ASSUMED_SPLITS[run["dataset"]])
+        if run["dataset"] in ASSUMED_SIZES:
+            n_train, n_test = ASSUMED_SIZES[run["dataset"]]
+            assumed.add(f"the paper does not state {info(run['dataset']).title}'s split sizes; assumed {n_train:,} "
+                        f"train / {n_test:,} test images")
         arch = info(run["dataset"]).arch
         work = run_work(run, protocol, sizes)
         runs[arch] += 1

@@ -8,14 +8,11 @@ missing (one line each), and the estimated CPU- and GPU-hours of the runs still 
 """
 from __future__ import annotations
 
-from dataclasses import asdict
-
-from omegaconf import OmegaConf
-
 from asym import tracking
-from asym.config import TrainConf
+from asym.record import DONE
 
 from .cost import Estimate, estimate, read_costs
+from .plan import protocol_of
 
 HEADER = "dry run: nothing queued, written or logged"
 
@@ -27,7 +24,7 @@ def done_in_store(uri: str | None, experiment: str, entries: list[dict]) -> tupl
         df = tracking.runs_table(uri, experiment)
     except Exception as e:  # unreachable server, no credentials: the plan still stands
         return None, str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-    done = set() if df is None else set(df.loc[df["status"].isin(tracking.DONE), "config_hash"])
+    done = set() if df is None else set(df.loc[df[tracking.STATUS_TAG].isin(DONE), tracking.HASH_TAG])
     return {e["config_hash"] for e in entries} & done, ""
 
 
@@ -81,7 +78,7 @@ def report(config, entries: list[dict], n_jobs: int, launcher_lines: list[str],
         lines.append(f"not prepared yet: {', '.join(unprepared)} — decoded into the tensor cache before the sweep "
                      f"starts (asym-data prepare NAME --root {config.data.root} does it ahead)")
     todo = [e for e in entries if done is None or e["config_hash"] not in done]
-    protocol = asdict(TrainConf(**OmegaConf.to_container(config.train, resolve=True)).protocol())
+    protocol = protocol_of(config.train)
     costs = read_costs()
     lines += cost_lines(estimate(todo, protocol, costs), costs.machines, len(todo))
     return "\n".join(lines)

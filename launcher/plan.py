@@ -140,7 +140,8 @@ def compose_sweep(config, task_overrides: list[str], loader):
         raise OverrideError(explain(e, lines)) from None
 
 
-def _protocol(train_node) -> dict:
+def protocol_of(train_node) -> dict:
+    """The protocol (``asym.protocol.Protocol`` as a dict) a ``train`` config node describes."""
     return asdict(TrainConf(**OmegaConf.to_container(train_node, resolve=True)).protocol())
 
 
@@ -218,7 +219,7 @@ def _composed(job_config, overrides: list[str]) -> tuple:
             del small[k]
     rest = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
             for k in cfg if k not in RUN_KEYS and k not in ("hydra", "tables")}
-    return cfg, small, _protocol(cfg.train), json.dumps(rest, sort_keys=True, default=str)
+    return cfg, small, protocol_of(cfg.train), json.dumps(rest, sort_keys=True, default=str)
 
 
 _ABSENT, _INTERPOLATED = object(), object()

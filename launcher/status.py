@@ -1,4 +1,4 @@
-"""``asym-status``: where a sweep stands — finished / diverged / running / queued / failed / lost, per paper table.
+"""``asym-status``: where a sweep stands — each run in one ``asym.record.RunStatus`` — per paper table.
 
 Reads the sweep's plan (``runs.json``), MLflow (through ``asym.tracking``), each run's own record
 (``result.json``) and, for SLURM sweeps, the scheduler: ``squeue`` for what is pending, running or just ended,
@@ -26,15 +26,13 @@ from asym.protocol import SELECTIONS
 from asym.record import DONE, RESULT_FILE, RunStatus
 
 from . import plan
+from .cluster import SLURM_QUEUED, SLURM_RUNNING, TIMEOUT_S
 from .progress import text_bar
 
 STATES = tuple(RunStatus)  # the report's columns
 SLURM_ONLY = (RunStatus.LOST, RunStatus.NOT_SUBMITTED)   # columns shown for SLURM sweeps only
 ACTIVE = (RunStatus.RUNNING, RunStatus.QUEUED)
-SLURM_QUEUED = ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING")
-SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
-LOST = "LOST"   # not SLURM's word: the job left the queue and left no result and no error behind
-TIMEOUT_S = 60
+SCHEDULER_LOST = "LOST"   # not SLURM's word: the job left the queue and left no result and no error behind
 
 
 def find_sweep(target: Path) -> Path:
@@ -66,7 +64,7 @@ def protocol_counts(uri: str, experiment: str) -> list[tuple[str, str, int]]:
 
 @dataclass(frozen=True)
 class JobState:
-    """What the scheduler side knows of one job: SLURM's state (or ``LOST``), a note (the last line of its
+    """What the scheduler side knows of one job: SLURM's state (or ``SCHEDULER_LOST``), a note (the last line of its
     error), and where it was learnt (squeue, sacct, submitit)."""
 
     state: str
@@ -126,7 +124,7 @@ def last_line(path: Path) -> str:
 def submitit_state(folder: str, job_id: str) -> JobState:
     """What submitit's own files say of a job that left the queue: ``COMPLETED`` (a success result), ``FAILED``
     with the error's last line (an error result, or SLURM's ``error:`` line at the end of its log, e.g. a time
-    limit or a cancel), else ``LOST`` (nothing, or a log that stops without an error)."""
+    limit or a cancel), else ``SCHEDULER_LOST`` (nothing, or a log that stops without an error)."""
     d = Path(folder.replace("%j", job_id))
     result = d / f"{job_id}_0_result.pkl"
     if result.exists():
@@ -142,12 +140,12 @@ def submitit_state(folder: str, job_id: str) -> JobState:
     err, out = last_line(d / f"{job_id}_0_log.err"), last_line(d / f"{job_id}_0_log.out")
     if "error" in err.lower():
         return JobState("FAILED", err, "log")
-    return JobState(LOST, err or out, "submitit")
+    return JobState(SCHEDULER_LOST, err or out, "submitit")
 
 
 def slurm_states(job_ids: list[str], submitit_folder: str | None) -> tuple[dict[str, JobState], str]:
     """job id (``ARRAY_TASK``) → its state: ``squeue`` first (live), then ``sacct`` for jobs no longer queued
-    (where accounting exists), then submitit's job files; a job none of them accounts for is ``LOST``.
+    (where accounting exists), then submitit's job files; a job none of them accounts for is ``SCHEDULER_LOST``.
     Also a line saying where the states came from. If squeue itself fails, only sacct's states are known."""
     if not job_ids:
         return {}, ""
@@ -164,7 +162,7 @@ def slurm_states(job_ids: list[str], submitit_folder: str | None) -> tuple[dict[
         elif submitit_folder:
             out[job] = submitit_state(submitit_folder, job)
         else:
-            out[job] = JobState(LOST)
+            out[job] = JobState(SCHEDULER_LOST)
         ended = out[job].state not in (*SLURM_QUEUED, *SLURM_RUNNING, "COMPLETED")
         if ended and not out[job].note and submitit_folder:  # e.g. sacct's FAILED: the error's last line
             out[job] = JobState(out[job].state, submitit_state(submitit_folder, job).note, out[job].source)
@@ -189,8 +187,8 @@ def local_states(output_root: str | None, hashes: set[str]) -> dict[str, str]:
 
 
 def classify(mlflow: str | None, scheduler: str | None, in_turn: bool = False, local: str | None = None) -> RunStatus:
-    """A run's state from its MLflow status tag, its SLURM job's state (or ``LOST``) and its own record's status
-    (``result.json``). ``in_turn``: the job is an array task that trains several runs one after another
+    """A run's state from its MLflow status tag, its SLURM job's state (or ``SCHEDULER_LOST``) and its own record's
+    status (``result.json``). ``in_turn``: the job is an array task that trains several runs one after another
     (``runs_per_task``), so its state is not each run's: a run it has not reached yet is queued, one that
     failed stays failed while the task goes on."""
     if mlflow in DONE:
@@ -208,7 +206,7 @@ def classify(mlflow: str | None, scheduler: str | None, in_turn: bool = False, l
         return RunStatus.INTERRUPTED
     if scheduler == "COMPLETED":  # the job ended well but MLflow lacks the result: asym-sync uploads it
         return RunStatus.FAILED if own == RunStatus.FAILED else RunStatus.UNSYNCED
-    if scheduler == LOST:  # left the queue without a result or an error: rerun the sweep to resume it
+    if scheduler == SCHEDULER_LOST:  # left the queue without a result or an error: rerun the sweep to resume it
         return RunStatus.FAILED if own == RunStatus.FAILED else RunStatus.LOST
     if scheduler:  # FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...
         return RunStatus.FAILED

@@ -12,6 +12,7 @@ from asym import tracking
 from asym.data import PAPER_DATASETS
 from asym.launcher import cluster as cl
 from asym.launcher import cost, slurm
+from asym import study
 from asym.protocol import Protocol
 
 DATA = Path(__file__).parent / "data" / "slurm"
@@ -51,7 +52,7 @@ def test_paper_dry_run_plans_2700_runs_lists_missing_datasets_and_writes_nothing
     net, runs, steps, cpu_h, gpu_h = total_line(out)
     assert (runs, gpu_h) == ("2700", "unknown") and float(cpu_h.replace(",", "")) > 0
     # per dataset 180 runs: 175 at batch 100 for 65 epochs, uSF+BM's 5 large-batch runs at 100 for 3 epochs, then 500
-    n_train = [cost.split_sizes(d)[0] for d in PAPER_DATASETS]
+    n_train = [study.split_sizes(d)[0] for d in PAPER_DATASETS]
     assert int(steps.replace(",", "")) == sum(175 * 65 * math.ceil(n / 100) + 5 * (3 * math.ceil(n / 100) +
                                                                                   62 * math.ceil(n / 500)) for n in n_train)
     if launcher == "slurm":  # the whole paper in arrays within SLURM's default MaxArraySize=1001
@@ -189,7 +190,7 @@ def test_the_committed_cost_table_covers_every_net_and_kind():
             c = table.get("cpu", arch, kind)
             assert c is not None and c.train_step_s > 0 and c.eval_s_per_100 > 0, (arch, kind)
     for name in DATASETS:
-        n_train, n_test = cost.split_sizes(name)
+        n_train, n_test = study.split_sizes(name)
         assert n_train > 0 and n_test > 0
-    assert cost.split_sizes("caltech101") == (102 * 30, 102 * 10) and cost.split_sizes("folder:/x") is None
-    assert math.isclose(cost.split_sizes("digits")[0] / 1797, 0.7, abs_tol=0.001)
+    assert study.split_sizes("caltech101") == (102 * 30, 102 * 10) and study.split_sizes("folder:/x") is None
+    assert math.isclose(study.split_sizes("digits")[0] / 1797, 0.7, abs_tol=0.001)

@@ -138,8 +138,7 @@ LAZY_OK = {("asym.cli", "asym.train"), ("asym.analysis.cli", "asym.analysis.repo
 # asym.launcher.slurm (check_runs_per_task) → asym.launcher.plan → asym.overrides, asym.data.images ↔
 # asym.data.sources (DatasetIncomplete); the others once kept torch out and now keep out nothing heavy
 PENDING = {("asym.config", "asym.overrides"), ("asym.overrides", "asym.config"), ("asym.overrides", "asym.launcher.slurm"),
-           ("asym.data.images", "asym.data.sources"), ("asym.cli", "asym.tracking"), ("asym.cli", "asym.labels"),
-           ("asym.cli", "asym.data"), ("asym.cli", "asym.launcher.plan"), ("asym.config", "asym.data"),
+           ("asym.data.images", "asym.data.sources"), ("asym.cli", "asym.launcher.plan"), ("asym.config", "asym.data"),
            ("asym.launcher.plan", "asym.labels")}
 
 

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from asym import tracking
-from asym.launcher.status import LOST, JobState, classify, report, result_strings, submitit_state, sweep_view
+from asym.launcher.status import SCHEDULER_LOST as LOST
+from asym.launcher.status import JobState, classify, report, result_strings, submitit_state, sweep_view
 
 
 @pytest.mark.parametrize("mlflow,scheduler,state", [
@@ -137,14 +138,14 @@ def job_files(tmp_path, job_id: str, result=None, err: str = "", out: str = "") 
 
 def test_submitit_files_say_what_became_of_a_job(tmp_path):
     from hydra.core.utils import JobReturn
-    tb = "Traceback (most recent call last):\n  File …\nRuntimeError: run Digits · SGD · lr×10 failed: no cuda:99\n"
+    tb = "Traceback (most recent call last):\n  File …\nRuntimeError: run SGD ×10 · Digits failed: no cuda:99\n"
     folder = job_files(tmp_path, "7_0", ("success", [JobReturn(overrides=["model=SGD"])]))
     job_files(tmp_path, "7_1", ("error", tb))
     job_files(tmp_path, "7_2", err="epoch 1: ...\nslurmstepd: error: *** JOB 9 ON vm CANCELLED AT 2026-12-01T00:00:00 "
                                    "DUE TO TIME LIMIT ***\n")
     job_files(tmp_path, "7_3", out="[00:00:01] INFO asym: epoch 3: val error 5.1%\n")
     assert submitit_state(folder, "7_0") == JobState("COMPLETED", "", "submitit")
-    assert submitit_state(folder, "7_1") == JobState("FAILED", "RuntimeError: run Digits · SGD · lr×10 failed: no cuda:99",
+    assert submitit_state(folder, "7_1") == JobState("FAILED", "RuntimeError: run SGD ×10 · Digits failed: no cuda:99",
                                                      "submitit")
     s = submitit_state(folder, "7_2")
     assert s.state == "FAILED" and "DUE TO TIME LIMIT" in s.note

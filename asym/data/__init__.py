@@ -107,6 +107,9 @@ CLASS_PROTOCOLS = {"caltech101": (102, 30, 10), "caltech256_101": (102, 30, 10),
 # fix none. asym.study.train_size reads all three.
 STANDARD_TRAIN = {"mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257, "stl10": 5000,
                   "timit80": 80 * 400, "digits": 1797 - 540}  # digits: scikit-learn's 1,797 less the 30 % test split
+# their test sets (the per-class protocols' follow from CLASS_PROTOCOLS, as upper bounds: decision 12)
+STANDARD_TEST = {"mnist": 10000, "cifar10": 10000, "cifar100": 10000, "svhn": 26032, "stl10": 8000,
+                 "flowers17": 17 * 20, "flowers102": 6149, "timit80": 80 * 100, "digits": 540}
 
 
 def info(name: str) -> DatasetInfo:

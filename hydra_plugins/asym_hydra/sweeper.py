@@ -32,6 +32,8 @@ from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from asym.record import RunStatus  # torch-free, a few names: cheap for every Hydra app's plugin scan
+
 log = logging.getLogger("asym.sweep")
 
 
@@ -58,7 +60,6 @@ class AsymSweeper(BasicSweeper):
         from asym.launcher import plan
         from asym.launcher.progress import RunsProgress
         from asym.launcher.slurm import LaunchError
-        from asym.record import RunStatus
 
         missing = [] if self._is_dry_run() else None  # the dry run lists missing datasets instead of refusing
         jobs, entries = self._planned(arguments, missing)
@@ -91,6 +92,9 @@ class AsymSweeper(BasicSweeper):
                 self._end_sweep_run(sweep_run, RunStatus.INTERRUPTED)
                 print("asym-train: sweep interrupted; run the same command to resume it", file=sys.stderr)
                 sys.exit(130)
+            except BaseException:  # anything else (a launcher's own bug, SystemExit): the sweep's run says so
+                self._end_sweep_run(sweep_run, RunStatus.FAILED)
+                raise
             returns.append(results)
             for job, r in zip(jobs[start:start + size], results):
                 if r.status == JobStatus.FAILED:
@@ -219,7 +223,7 @@ class AsymSweeper(BasicSweeper):
         parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(arguments)
         return " ".join(o.input_line for o in parsed if o.is_sweep_override()) or " ".join(arguments) or "sweep"
 
-    def _end_sweep_run(self, run_id: Optional[str], status: str, entries: Optional[List[dict]] = None) -> None:
+    def _end_sweep_run(self, run_id: Optional[str], status: RunStatus, entries: Optional[List[dict]] = None) -> None:
         """The sweep's MLflow run ends ``status``; with ``entries`` (a sweep that ran its jobs) it first gets its
         tables, its report and the list of its runs. A tracking failure is a warning: the runs are done."""
         from asym import tracking
