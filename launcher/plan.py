@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from asym import data, tracking
 from asym.config import RUN_KEYS, TrainConf, check_config, check_seeds, deleted, run_spec
 from asym.files import write_json
+from asym.protocol import Protocol, check_batch_sizes
 from asym.overrides import OverrideError, check_forms, explain, group_options
 from asym.overrides import parse as parse_overrides
 from asym.study import tables_of
@@ -160,7 +161,7 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
     The entries' ``overrides`` are the jobs to launch, ``num`` their index.
     """
     tables = functools.lru_cache(maxsize=None)(tables_of)   # a few dozen (model, freeze) pairs in any sweep
-    composed, fields_cache, entries, seen, wanted = {}, {}, [], set(), []
+    composed, fields_cache, entries, seen, wanted, fits = {}, {}, [], set(), [], {}
     for job in jobs:
         rest = tuple(o for o in job if parse(o).key_or_group not in RUN_KEYS and not parse(o).is_hydra_override())
         if rest not in composed:
@@ -174,6 +175,8 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
             continue
         seen.add(identity)
         wanted.append((run.dataset, str(cfg.data.root), bool(cfg.data.download), run.seed))
+        fits.setdefault((run.dataset, str(cfg.data.root), run.seed, tracking.protocol_hash(proto)), (proto, []))[1] \
+            .append(run)
         entries.append({"num": len(entries), "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
                         "config_hash": identity[0], "protocol_hash": tracking.protocol_hash(proto),
                         "select_on": proto["select_on"], "tables": tables(run.model, run.freeze)})
@@ -181,7 +184,18 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
         missing += missing_datasets(wanted, config.data.get("cache"))
     elif check_data:  # every missing or incomplete dataset of the sweep in one message, not the first one found
         data.check_all(wanted, cache=config.data.get("cache"))
+        check_batch_fit(fits, config.data.get("cache"))
     return entries
+
+
+def check_batch_fit(fits: dict, cache=None) -> None:
+    """Every batch size of the sweep fits its runs' training split (protocol decision 14), from the prepared
+    caches' counts: ValueError with one line before anything runs. ``fits``: (dataset, root, seed, protocol hash)
+    → (protocol, runs). The holdout of ``train.select_on=val`` is checked where the run loads its data."""
+    for (name, root, seed, _), (proto, runs) in fits.items():
+        n = data.train_count(name, root, seed, cache)
+        if n is not None:
+            check_batch_sizes(Protocol(**proto), runs, n, name)
 
 
 def missing_datasets(wanted, cache=None) -> list[tuple[str, str, str]]:

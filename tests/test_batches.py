@@ -10,6 +10,7 @@ from asym.engine import Engine, calibrate_batchnorm
 from asym.models import batchnorm_layers
 from asym.protocol import MIN_BATCH, batch_bounds, check_batch_sizes
 from asym.train import Protocol, RunSpec, train
+from conftest import assert_one_error_line
 
 BATCH = 8
 PROTO = Protocol(epochs=1, lr_steps=[], batch_size=BATCH, bn_batches=50)
@@ -126,3 +127,25 @@ def test_asym_train_refuses_a_batch_larger_than_the_training_set_before_any_run_
     assert not (tmp_path / "runs").exists()
     df = tracking.runs_frame(uri)
     assert df is None or df.empty
+
+
+@pytest.mark.parametrize("dataset,args,message", [
+    ("digits", ["train.batch_size=2000"], "train.batch_size=2000 is larger than the training split of digits (1257"),
+    ("npz", ["train.batch_size=150"], "train.batch_size=150 is larger than the training split of npz:"),
+    ("digits", ["train.batch_size=1"], "train.batch_size=1 cannot train BN: batch normalisation needs ≥ 2"),
+    ("digits", ["train.large_batch_size=5000", "+model=uSF+BM", "+procedure=large_batch"],
+     "train.large_batch_size=5000 is larger than the training split of digits"),
+])
+def test_a_sweep_refuses_a_batch_its_data_cannot_fill_before_anything_runs(asym_train, tmp_path, dataset, args,
+                                                                           message):
+    """The sweep preflight checks every batch size against each dataset's prepared training split: one error line,
+    no sweep directory, no MLflow run (it used to write the plan and fail every job, each with its own line)."""
+    from conftest import tiny_npz  # noqa: I001
+    if dataset == "npz":
+        dataset = f"npz:{tiny_npz(tmp_path / 'data' / 'mine.npz')}"  # 120 training rows
+    extra = [a.removeprefix("+") for a in args if a.startswith("+")]
+    sizes = [a for a in args if not a.startswith("+")]
+    models = [e for e in extra if e.startswith("model=")] or ["model=SGD,BN"]
+    res = asym_train("-m", *models, *[e for e in extra if not e.startswith("model=")], f"dataset={dataset}",
+                     "train=demo", *sizes, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "output_root=runs")
+    assert_one_error_line(res, message, tmp_path, keep=("data", "cache"))

@@ -264,6 +264,19 @@ def survey(name: str, root: str | Path = "data", seed: int = 0, cache: str | Pat
                   check and state == "present", refused)
 
 
+def train_count(name: str, root: str | Path = "data", seed: int = 0, cache: str | Path | None = None) -> int | None:
+    """Training examples of ``name`` as prepared (its current cache's record), before any holdout; None when there
+    is no current cache to say (not prepared yet, or fetched by the run itself). Torch-free: nothing is loaded."""
+    if info(name).reader == "digits":
+        return STANDARD_TRAIN[name]
+    try:
+        path = cache_path(name, Path(root).expanduser(), seed, cache)
+    except DatasetMissing:
+        return None
+    count = cache_notes(path).get("train")
+    return count if isinstance(count, int) else None
+
+
 def cache_state_absent(name: str, cache: str | Path | None = None) -> str:
     """The cache column of a dataset whose files are not there: ``stale`` if entries of it exist (built from
     other files; they never make it usable), else ``none``."""
