@@ -458,7 +458,7 @@ def curve_frame(models, epochs=2, diverged=()):
 def test_learning_curves_give_every_model_its_colour_and_line_style_and_mark_divergence():
     """14 models on one plot (Table 2's 11 and three more): each line is its model's data, no two lines share a colour
     or a dash pattern; one-epoch curves get integer epoch ticks; a diverged run is labelled and ends in a large ×."""
-    models = TABLES["2"].columns + ["RndF", "BM2", "frSF-p50+BN+BM"]
+    models = [*TABLES["2"].columns, "RndF", "BM2", "frSF-p50+BN+BM"]
     data = curve_frame(models, epochs=1, diverged=("uSF",))
     fig, caption = figures.learning_curves_figure(data, "Digits")
     ax = fig.axes[0]

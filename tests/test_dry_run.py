@@ -104,7 +104,7 @@ def test_dry_run_counts_what_the_store_has_done_and_costs_only_the_rest(asym_tra
     proto = asdict(Protocol(epochs=4, lr_steps=[3], large_batch_after=2))  # train=demo's protocol
     for model, mult in (("SGD", 10.0), ("BN", 1.0)):
         run = {"model": model, "dataset": "digits", "lr_mult": mult, "freeze": "none", "procedure": "standard", "seed": 0}
-        t = tracking.RunTracker(uri, "weight-symmetry", run, proto, {})
+        t = tracking.RunTracker(uri, tracking.DEFAULT_EXPERIMENT, run, proto, {})
         t.start()
         tracking.client(uri).set_tag(t.run_id, tracking.STATUS_TAG, "finished")
     before = sorted(p.name for p in tmp_path.iterdir())

@@ -13,6 +13,7 @@ from dataclasses import asdict
 import pytest
 
 from asym import cli, tracking
+from asym.launcher import sync
 from asym.record import RunStatus
 from asym.train import Protocol, RunSpec, previous_checkpoint
 
@@ -122,7 +123,7 @@ def test_asym_sync_and_asym_tables_say_the_experiment_is_deleted(tmp_path, monke
     c.delete_experiment(exp_id)
     monkeypatch.setattr(sys, "argv", ["asym-sync", str(tmp_path / "runs"), "--tracking-uri", uri, "--experiment", name])
     with pytest.raises(SystemExit) as e:
-        cli.sync()
+        sync.main()
     assert e.value.code == 2
     (err,) = error_lines(capsys.readouterr().err)
     assert_deleted_message(err, tracking.resolve_uri(uri), name, exp_id, "--experiment NAME")
@@ -150,7 +151,7 @@ def test_a_read_only_store_stops_asym_train_and_sync_but_tables_read_it(tmp_path
     assert not (tmp_path / "runs").exists()
     monkeypatch.setattr(sys, "argv", ["asym-sync", str(tmp_path / "first"), "--tracking-uri", uri])
     with pytest.raises(SystemExit) as e:
-        cli.sync()
+        sync.main()
     assert e.value.code == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert "is read-only" in line and "--tracking-uri URI" in line
@@ -286,7 +287,7 @@ def test_asym_sync_of_a_run_that_started_over_does_not_mix_it_into_the_old_mlflo
     old_points = tracking.client(uri).get_metric_history(old_id, "train_loss")
     run(tmp_path, sqlite(tmp_path, "elsewhere"), output="new")
     monkeypatch.setattr(sys, "argv", ["asym-sync", str(tmp_path / "new"), "--tracking-uri", uri])
-    cli.sync()
+    sync.main()
     by_id = {r.info.run_id: r for r in runs_of(uri)}
     (new_id,) = set(by_id) - {old_id}
     assert by_id[new_id].data.tags[tracking.RESTART_OF_TAG] == old_id and by_id[new_id].data.tags["status"] == "finished"
