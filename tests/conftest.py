@@ -1,7 +1,10 @@
+import contextlib
+import fcntl
 import importlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -47,6 +50,40 @@ def require(module: str, extra: str):
         if in_ci():
             pytest.fail(f"CI=true but {reason}")
         pytest.skip(reason)
+
+
+# The suite runs in parallel (pytest-xdist, pyproject's addopts). Every test of these modules reads or submits to the
+# one SLURM controller; a test class that restarts it with other settings (test_cluster.py's ``reconfigured``) must
+# have it alone: the others share a lock file, the restarting class takes it exclusively.
+SLURM_MODULES = {"test_cluster.py", "test_cluster_limits.py", "test_auth.py", "test_mlflow_view.py", "test_dry_run.py"}
+SLURM_LOCK = Path(tempfile.gettempdir()) / f"asym-tests-slurm-{os.getuid()}.lock"
+
+
+@contextlib.contextmanager
+def slurm_lock(exclusive: bool):
+    """Hold the SLURM controller shared (tests that use it as configured) or alone (tests that restart it)."""
+    with open(SLURM_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in SLURM_MODULES:
+            item.add_marker("slurm_controller")
+
+
+@pytest.fixture(autouse=True)
+def _shared_slurm(request):
+    """A test of a SLURM module holds the controller shared — unless its class restarts it and holds it alone."""
+    if request.node.get_closest_marker("slurm_controller") is None or getattr(request.cls, "RESTARTS_SLURM", False):
+        yield
+        return
+    with slurm_lock(exclusive=False):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import torch
 
 from asym import tracking
 from asym.launcher import cluster, plan, slurm as slurm_launcher, status
-from conftest import assert_one_error_line, in_ci, missing_service, server_up, wait_until
+from conftest import assert_one_error_line, in_ci, missing_service, server_up, slurm_lock, wait_until
 
 pytestmark = pytest.mark.slow
 EPOCHS = 12
@@ -449,12 +449,15 @@ DOZEN = ["model=SGD,BN", "lr_mult=10,1,0.1", "seed=0,1", "dataset=digits", "trai
 @pytest.fixture(scope="class")
 def small_cluster(slurm):
     """MaxArraySize=5 (array task ids 0 … 4) and a partition MaxTime of 30 minutes, for this class's tests."""
-    with reconfigured({"MaxArraySize": "5"}, {"MaxTime": "30"}):
+    with slurm_lock(exclusive=True), reconfigured({"MaxArraySize": "5"}, {"MaxTime": "30"}):
         yield
 
 
+@pytest.mark.xdist_group("slurm-restarted")  # one worker, in turn: the controller is restarted around the class
 @pytest.mark.usefixtures("small_cluster")
 class TestSmallCluster:
+    RESTARTS_SLURM = True  # holds the controller alone (small_cluster), so its tests take no shared hold
+
     def test_the_controller_is_read_as_configured(self):
         c = cluster.read_cluster()
         assert (c.max_array_size, cluster.array_size(c), c.default_partition) == (5, 5, "debug")
@@ -536,7 +539,8 @@ class TestSmallCluster:
 def no_accounting(slurm):
     """Accounting off, and ended jobs forgotten by the controller after 2 s (MinJobAge): only squeue, MLflow, the
     run records and submitit's files are left to say what happened."""
-    with reconfigured({"AccountingStorageType": "accounting_storage/none", "MinJobAge": "2"}):
+    with slurm_lock(exclusive=True), reconfigured({"AccountingStorageType": "accounting_storage/none",
+                                                   "MinJobAge": "2"}):
         yield
 
 
@@ -578,8 +582,11 @@ def status_counts(out: str) -> dict[str, int]:
     return dict(zip(cols[1:], map(int, row[1:])))
 
 
+@pytest.mark.xdist_group("slurm-restarted")
 @pytest.mark.usefixtures("no_accounting")
 class TestNoAccounting:
+    RESTARTS_SLURM = True
+
     def test_status_without_accounting_says_lost_and_watch_ends(self, ended_sweep):
         tmp, root, jobs = ended_sweep
         assert "accounting storage is disabled" in subprocess.run(

@@ -29,7 +29,8 @@ from asym import tracking
 from asym.analysis.tables import TABLES, column_run
 from conftest import missing_service, wait_until
 
-pytestmark = pytest.mark.slow
+# one browser and one sweep fixture (module-scoped) for the whole file: its tests run on one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow-ui")]
 ROOT = Path(__file__).resolve().parent.parent
 # a fresh, quiet browser: no profile, no first-run pages, no background traffic
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

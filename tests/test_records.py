@@ -15,7 +15,7 @@ import torch
 
 from asym import tracking
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("records")]  # one module fixture
 BIN = Path(sys.executable).parent
 RUN = ["model=brSF+BN+BM", "dataset=digits", "lr_mult=10", "train=demo", "train.epochs=6"]
 
