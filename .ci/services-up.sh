@@ -135,6 +135,7 @@ database_uri = sqlite:///$AUTH/basic_auth.db
 admin_username = admin
 admin_password = $(cat "$AUTH/admin.password")
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 300
 INI
   )
   MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$AUTH/flask-secret-key.password") \

@@ -286,7 +286,8 @@ def private_server(tmp_path, mlflow_users):
         (auth / "basic_auth.ini").write_text(
             f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{auth}/basic_auth.db\n"
             f"admin_username = admin\nadmin_password = {admin}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "auth_cache_ttl_seconds = 300\n")  # as docs/cluster.md advises: one password check per 5 minutes
         if fresh:
             (auth / "admin").write_text(admin)  # the admin is created once, with the first password
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_AUTH_CONFIG_PATH": str(auth / "basic_auth.ini"),
