@@ -20,7 +20,8 @@ import pandas as pd
 from asym import tracking
 from asym.study import table_keys
 
-from .tables import BETTER, COMPARE_ROW, MARGIN, WORSE, Cells, build_all, compare, load_runs, long_form, select_protocol
+from .tables import (BETTER, COMPARE_ROW, MARGIN, WORSE, Cells, build_all, compare, load_runs, long_form,
+                     select_protocol)
 
 YELLOW, BLUE = "#ffeb3b", "#64b5f6"
 ANSI = {WORSE: "\033[30;43m", BETTER: "\033[30;46m"}

@@ -33,7 +33,6 @@ from .record import (BEST_EPOCH, BEST_ERROR, DONE, RESULT_FILE, SELECTED_EPOCH, 
 if TYPE_CHECKING:
     import torch
 
-
 log = logging.getLogger("asym")
 
 

@@ -29,7 +29,6 @@ from asym.study import ASSUMED_SIZES, split_sizes
 STEP_COSTS_FILE = "step_costs.csv"
 REFERENCE_BATCH = 100   # the per-step costs are measured at the paper's batch (decision 6)
 
-
 # the model kinds bench_steps.py measures: what a step costs depends on BN (extra layers, calibration) and on
 # feedback drawn afresh every batch (brSF, brSF-p: a U[0,1] draw of every weight per step); not on the rest
 KINDS = ("SGD", "uSF+BN+BM", "brSF+BN+BM")
