@@ -115,8 +115,10 @@ class Estimate:
         return None if not per or any(h is None for h in per.values()) else sum(per.values())
 
 
-def estimate(entries: Iterable[dict], protocol: dict, costs: StepCosts, devices=("cpu", "cuda")) -> Estimate:
-    """Hours to train ``entries`` (plan entries) under ``protocol`` on each device of the cost table."""
+def estimate(entries: Iterable[dict], protocol: dict, costs: StepCosts, devices=("cpu", "cuda"),
+             protocols: dict | None = None) -> Estimate:
+    """Hours to train ``entries`` (plan entries) on each device of the cost table, each under its own protocol
+    (``protocols``: protocol hash → protocol, as ``plan.plan`` collects them) or else under ``protocol``."""
     runs, steps = defaultdict(int), defaultdict(int)
     hours = {d: defaultdict(float) for d in devices}
     unsized, assumed = set(), set()
@@ -131,7 +133,7 @@ def estimate(entries: Iterable[dict], protocol: dict, costs: StepCosts, devices=
             assumed.add(f"the paper does not state {info(run['dataset']).title}'s split sizes; assumed {n_train:,} "
                         f"train / {n_test:,} test images")
         arch = info(run["dataset"]).arch
-        work = run_work(run, protocol, sizes)
+        work = run_work(run, (protocols or {}).get(e.get("protocol_hash"), protocol), sizes)
         runs[arch] += 1
         steps[arch] += work.train_steps
         for d in devices:

@@ -52,9 +52,10 @@ def cost_lines(est: Estimate, machines: dict[str, str], todo: int) -> list[str]:
 
 
 def report(config, entries: list[dict], n_jobs: int, launcher_lines: list[str],
-           missing: list[tuple[str, str, str]]) -> str:
+           missing: list[tuple[str, str, str]], protocols: dict | None = None) -> str:
     """The dry run's text: plan, launcher, store, datasets, cost. ``missing``: (dataset, state, one line) of the
-    datasets not ready (``plan.missing_datasets``)."""
+    datasets not ready (``plan.missing_datasets``); ``protocols``: protocol hash → protocol of the entries (each
+    run is priced under its own; without it, under the sweep's ``train`` config)."""
     tables = sorted({t for e in entries for t in e["tables"]})
     datasets = sorted({e["run"]["dataset"] for e in entries})
     unit = "jobs" if n_jobs == len(entries) else "jobs (run groups, engine=group)"
@@ -80,5 +81,5 @@ def report(config, entries: list[dict], n_jobs: int, launcher_lines: list[str],
     todo = [e for e in entries if done is None or e["config_hash"] not in done]
     protocol = protocol_of(config.train)
     costs = read_costs()
-    lines += cost_lines(estimate(todo, protocol, costs), costs.machines, len(todo))
+    lines += cost_lines(estimate(todo, protocol, costs, protocols=protocols), costs.machines, len(todo))
     return "\n".join(lines)

@@ -147,11 +147,12 @@ def protocol_of(train_node) -> dict:
 
 
 def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object], check_data: bool = True,
-         missing: list | None = None) -> list[dict]:
+         missing: list | None = None, protocols: dict | None = None) -> list[dict]:
     """Every run of the sweep, validated, each planned once, with its datasets on disk (``check_data``). Raises
     OverrideError/ValueError with one line, or DatasetMissing naming every dataset of the sweep that is missing —
     unless ``missing`` is a list (the dry run): the datasets not ready are appended to it instead
-    (``missing_datasets``: nothing decoded or written).
+    (``missing_datasets``: nothing decoded or written). ``protocols``, if a dict, gets each entry's protocol by its
+    ``protocol_hash`` (the dry run prices each run under its own: a sweep may vary ``train.*``).
 
     Each job is checked on its config as Hydra composes it: ``job_config(overrides)`` composes the job's other
     overrides (the protocol, ``data.*``, sweep file…) once per distinct set, checked whole (``check_config``);
@@ -177,6 +178,8 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
         wanted.append((run.dataset, str(cfg.data.root), bool(cfg.data.download), run.seed))
         fits.setdefault((run.dataset, str(cfg.data.root), run.seed, tracking.protocol_hash(proto)), (proto, []))[1] \
             .append(run)
+        if protocols is not None:
+            protocols[tracking.protocol_hash(proto)] = proto
         entries.append({"num": len(entries), "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
                         "config_hash": identity[0], "protocol_hash": tracking.protocol_hash(proto),
                         "select_on": proto["select_on"], "tables": tables(run.model, run.freeze)})

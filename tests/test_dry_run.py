@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from asym import tracking
+from asym import study, tracking
 from asym.data import PAPER_DATASETS
 from asym.launcher import cluster as cl
 from asym.launcher import cost, slurm
-from asym import study
 from asym.protocol import Protocol
 
 DATA = Path(__file__).parent / "data" / "slurm"
@@ -62,6 +61,25 @@ def test_paper_dry_run_plans_2700_runs_lists_missing_datasets_and_writes_nothing
     else:
         assert "in-process: 2700 jobs, one at a time" in out
     assert list(tmp_path.iterdir()) == [], "a dry run wrote something (sweep dir, runs.json, mlflow.db)"
+
+
+@pytest.mark.parametrize("swept", [["train.epochs=1,3"], ["train.batch_size=50,100", "train.epochs=2"],
+                                   ["train.select_on=test,val", "train.epochs=2"]])
+def test_a_sweep_over_the_protocol_prices_each_run_under_its_own(asym_train, tmp_path, swept):
+    """``train.*`` swept: each run's steps under its own protocol (it used to price every run under the sweep's
+    first-composed ``train`` config). Digits: 1,257 training images."""
+    res = asym_train(*DRY, "model=SGD", "dataset=digits", "train=demo", *swept, f"tracking.uri=sqlite:///{tmp_path}/m.db")
+    assert res.returncode == 0, res.stderr[-2000:]
+    key, values = swept[0].split("=")
+    fixed = dict(o.split("=") for o in swept[1:])
+    demo = asdict(Protocol(epochs=4, lr_steps=[3], large_batch_after=2))  # conf/train/demo.yaml
+    expected = 0
+    for v in values.split(","):
+        proto = {**demo, **{k.split(".")[1]: int(x) for k, x in fixed.items()}}
+        field = key.split(".")[1]
+        proto[field] = v if field == "select_on" else int(v)
+        expected += cost.run_work({"model": "SGD", "procedure": "standard"}, proto, study.split_sizes("digits")).train_steps
+    assert int(total_line(res.stdout)[2].replace(",", "")) == expected, res.stdout
 
 
 def test_dry_run_on_the_local_pool_and_the_alias_of_the_slurm_key(asym_train, tmp_path, monkeypatch):

@@ -61,10 +61,12 @@ class AsymSweeper(BasicSweeper):
         from asym.launcher.progress import RunsProgress
         from asym.launcher.slurm import LaunchError
 
-        missing = [] if self._is_dry_run() else None  # the dry run lists missing datasets instead of refusing
-        jobs, entries = self._planned(arguments, missing)
-        if missing is not None:
-            return self._dry_run(entries, jobs, missing)
+        dry = self._is_dry_run()
+        missing = [] if dry else None  # the dry run lists missing datasets instead of refusing
+        protocols: Optional[dict] = {} if dry else None  # and prices each run under its own protocol
+        jobs, entries = self._planned(arguments, missing, protocols)
+        if dry:
+            return self._dry_run(entries, jobs, missing, protocols)
         self._check_tracking_access()
         if self.config.get("engine") == "group":
             jobs = plan.group_jobs(jobs, entries, self.config.lr_mult)
@@ -131,7 +133,7 @@ class AsymSweeper(BasicSweeper):
         except LaunchError as e:
             self._fail(str(e))
 
-    def _dry_run(self, entries: List[dict], jobs: List[List[str]], missing: List[tuple]) -> list:
+    def _dry_run(self, entries: List[dict], jobs: List[List[str]], missing: List[tuple], protocols: dict) -> list:
         """Print the plan and its cost; nothing is queued, written or logged (asym.launcher.dry_run)."""
         from asym.launcher import dry_run, plan
         if self.config.get("engine") == "group":
@@ -143,14 +145,15 @@ class AsymSweeper(BasicSweeper):
             lines, appendix = [f"in-process: {len(jobs)} jobs, one at a time in this process"], ""
         else:
             lines, appendix = [f"{type(self.launcher).__name__}: {len(jobs)} jobs"], ""
-        print(dry_run.report(self.config, entries, len(jobs), lines, missing), flush=True)
+        print(dry_run.report(self.config, entries, len(jobs), lines, missing, protocols), flush=True)
         if appendix:
             print(appendix, flush=True)
         return []
 
     # --- validation: the whole sweep checked before anything is written, queued or launched ---------------------
 
-    def _planned(self, arguments: List[str], missing: Optional[list] = None) -> Tuple[List[List[str]], List[dict]]:
+    def _planned(self, arguments: List[str], missing: Optional[list] = None,
+                 protocols: Optional[dict] = None) -> Tuple[List[List[str]], List[dict]]:
         """The sweep's jobs (Hydra's parse and split of the sweep file's params and the command line) and their
         plan, every job checked on its composed config and every dataset found; one ``error:`` line and exit 2
         otherwise, before anything exists. Replaces ``validate_batch_is_legal`` (a full composition per job:
@@ -162,7 +165,7 @@ class AsymSweeper(BasicSweeper):
         from asym.overrides import explain
         try:
             jobs = plan.sweep_jobs(self.config, list(arguments), self.hydra_context.config_loader)
-            entries = plan.plan(self.config, jobs, self._job_config, missing=missing)
+            entries = plan.plan(self.config, jobs, self._job_config, missing=missing, protocols=protocols)
         except (ValueError, DatasetMissing) as e:
             self._fail(str(e))
         except (HydraException, OmegaConfBaseException) as e:
