@@ -68,7 +68,8 @@ def test_paper_dry_run_plans_2700_runs_lists_missing_datasets_and_writes_nothing
 def test_a_sweep_over_the_protocol_prices_each_run_under_its_own(asym_train, tmp_path, swept):
     """``train.*`` swept: each run's steps under its own protocol (it used to price every run under the sweep's
     first-composed ``train`` config). Digits: 1,257 training images."""
-    res = asym_train(*DRY, "model=SGD", "dataset=digits", "train=demo", *swept, f"tracking.uri=sqlite:///{tmp_path}/m.db")
+    res = asym_train(*DRY, "model=SGD", "dataset=digits", "train=demo", *swept,
+                     f"tracking.uri=sqlite:///{tmp_path}/m.db")
     assert res.returncode == 0, res.stderr[-2000:]
     key, values = swept[0].split("=")
     fixed = dict(o.split("=") for o in swept[1:])
@@ -78,7 +79,8 @@ def test_a_sweep_over_the_protocol_prices_each_run_under_its_own(asym_train, tmp
         proto = {**demo, **{k.split(".")[1]: int(x) for k, x in fixed.items()}}
         field = key.split(".")[1]
         proto[field] = v if field == "select_on" else int(v)
-        expected += cost.run_work({"model": "SGD", "procedure": "standard"}, proto, study.split_sizes("digits")).train_steps
+        run = {"model": "SGD", "procedure": "standard"}
+        expected += cost.run_work(run, proto, study.split_sizes("digits")).train_steps
     assert int(total_line(res.stdout)[2].replace(",", "")) == expected, res.stdout
 
 
