@@ -237,15 +237,13 @@ def mark_failed(uri: str, experiment: str, config_hash_value: str) -> None:
         c.set_terminated(runs[i].info.run_id, status="FAILED")
 
 
-NOT_SUBMITTED_TAG = "not_submitted"   # experiment tag prefix: ``not_submitted.<sweep>`` = SLURM's reason
+NOT_SUBMITTED_TAG = "not_submitted"   # a sweep run's tag: how many jobs sbatch refused, and SLURM's reason
 
 
-def note_not_submitted(uri: str | None, experiment: str, sweep: str, note: str) -> None:
-    """``sbatch`` refused (part of) the sweep ``sweep`` (its directory's name): the experiment carries the tag
-    ``not_submitted.<sweep>`` with ``note`` (how many jobs, SLURM's reason), shown in the UI's experiment page.
-    No run is created for jobs that never ran."""
-    c = client(uri)
-    c.set_experiment_tag(ensure_experiment(uri, experiment), f"{NOT_SUBMITTED_TAG}.{sweep}", note[:5000])
+def note_not_submitted(uri: str | None, sweep_run_id: str, note: str) -> None:
+    """``sbatch`` refused (part of) a sweep: its own MLflow run carries the tag ``not_submitted`` with ``note`` (how
+    many jobs, SLURM's reason). No run is created for jobs that never ran."""
+    client(uri).set_tag(sweep_run_id, NOT_SUBMITTED_TAG, note[:5000])
 
 
 def status_of(run) -> str | None:

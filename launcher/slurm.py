@@ -16,6 +16,7 @@ import contextlib
 import io
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -296,11 +297,15 @@ def submit_arrays(launcher, sub: Submission, args: list[tuple], sweep_dir: Path)
 
 
 def not_submitted(launcher, sweep_dir: Path, nums: list[int], reason: str) -> None:
-    """The plan and MLflow say these jobs were not submitted (``asym-status`` never shows them queued)."""
+    """The plan and the sweep's MLflow run say these jobs were not submitted (``asym-status`` never shows them
+    queued)."""
     plan.record_not_submitted(sweep_dir, nums, reason)
+    sweep_run = os.environ.get(tracking.SWEEP_RUN_ENV)
+    if sweep_run is None:  # the sweep's run could not be made (tracking down): the plan is the record
+        return
     try:
-        tracking.note_not_submitted(launcher.config.tracking.uri, launcher.config.tracking.experiment,
-                                    sweep_dir.name, f"{len(nums)} jobs not submitted: {reason} ({sweep_dir})")
+        tracking.note_not_submitted(launcher.config.tracking.uri, sweep_run,
+                                    f"{len(nums)} jobs not submitted: {reason} ({sweep_dir})")
     except Exception as e:  # the plan has it; MLflow is a second record
         log.warning("could not record the refused submission in MLflow: %s", str(e).splitlines()[0][:200])
 

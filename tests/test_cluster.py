@@ -525,8 +525,8 @@ class TestSmallCluster:
         doc = plan.read(sweep_dir(root))
         assert doc["jobs"] == {} and doc["not_submitted"]["jobs"] == list(range(12))
         assert reason in doc["not_submitted"]["reason"]
-        tags = tracking.client(mlflow_server).get_experiment_by_name(exp).tags
-        assert reason in tags[f"{tracking.NOT_SUBMITTED_TAG}.{sweep_dir(root).name}"]
+        (sweep_run,) = tracking.sweep_runs(mlflow_server, exp)  # ended failed, and says why
+        assert reason in sweep_run.data.tags[tracking.NOT_SUBMITTED_TAG] and sweep_run.info.status == "FAILED"
         assert jobs_named(name) == set()
         runs, _ = status.sweep_view(sweep_dir(root))
         assert {r["state"] for r in runs} == {"not submitted"}
