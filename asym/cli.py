@@ -25,6 +25,7 @@ from . import config as schema
 from . import data, overrides, tracking
 from .files import write_json
 from .labels import parse_model
+from .launcher import plan
 from .overrides import OverrideError
 from .protocol import RunSpec
 from .record import (BEST_EPOCH, BEST_ERROR, DONE, RESULT_FILE, SELECTED_EPOCH, SELECTED_ERROR, SELECTED_HOLDOUT_ERROR,
@@ -356,7 +357,6 @@ def show_first_job(args, loader) -> list[str]:
     as the sweeper plans it (every job checked; datasets and tracking are not), a comment line says how many jobs
     it has and the first job's overrides, and Hydra's own ``--cfg``/``--info``/``--help`` shows that job's config
     (returned: the command line to run Hydra with, without ``-m``)."""
-    from .launcher import plan
     master = overrides.compose(loader, args.overrides, multirun=True, config_name=args.config_name)
     jobs = plan.sweep_jobs(master, list(master.hydra.overrides.task), loader)
     entries = plan.plan(master, jobs, lambda o: loader.load_sweep_config(master, list(o)), check_data=False)

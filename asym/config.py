@@ -9,6 +9,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from . import data
 from .protocol import FP16_GROUP_ERROR, Protocol, RunSpec
 from .tracking import DEFAULT_EXPERIMENT, protocol_hash
 
@@ -73,7 +74,6 @@ def register() -> None:
 
 def run_spec(cfg: Any) -> RunSpec:
     """The validated run a composed config describes; ValueError with one clear line otherwise."""
-    from . import data
     data.info(cfg.dataset)
     return RunSpec(str(cfg.model), str(cfg.dataset), float(cfg.lr_mult), str(cfg.freeze), str(cfg.procedure),
                    int(cfg.seed)).validate()

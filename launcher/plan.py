@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from asym import data, tracking
 from asym.config import RUN_KEYS, TrainConf, check_config, check_seeds, deleted, run_spec
 from asym.files import write_json
+from asym.labels import parse_model
 from asym.protocol import Protocol, check_batch_sizes
 from asym.overrides import OverrideError, check_forms, explain, group_options
 from asym.overrides import parse as parse_overrides
@@ -26,7 +27,6 @@ PLAN_FILE = "runs.json"
 
 
 def _canonical(label: str) -> str:
-    from asym.labels import parse_model
     try:
         return parse_model(label).label
     except ValueError:
