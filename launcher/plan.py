@@ -176,12 +176,12 @@ def plan(config, jobs: list[list[str]], job_config: Callable[[list[str]], object
             continue
         seen.add(identity)
         wanted.append((run.dataset, str(cfg.data.root), bool(cfg.data.download), run.seed))
-        fits.setdefault((run.dataset, str(cfg.data.root), run.seed, tracking.protocol_hash(proto)), (proto, []))[1] \
-            .append(run)
+        proto_hash = tracking.protocol_hash(proto)
+        fits.setdefault((run.dataset, str(cfg.data.root), run.seed, proto_hash), (proto, []))[1].append(run)
         if protocols is not None:
-            protocols[tracking.protocol_hash(proto)] = proto
+            protocols[proto_hash] = proto
         entries.append({"num": len(entries), "overrides": list(job), "run": fields, "name": tracking.run_name(fields),
-                        "config_hash": identity[0], "protocol_hash": tracking.protocol_hash(proto),
+                        "config_hash": identity[0], "protocol_hash": proto_hash,
                         "select_on": proto["select_on"], "tables": tables(run.model, run.freeze)})
     if missing is not None:
         missing += missing_datasets(wanted, config.data.get("cache"))
