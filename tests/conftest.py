@@ -70,16 +70,10 @@ def slurm_lock(exclusive: bool):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.path.name in SLURM_MODULES:
-            item.add_marker("slurm_controller")
-
-
 @pytest.fixture(autouse=True)
 def _shared_slurm(request):
     """A test of a SLURM module holds the controller shared — unless its class restarts it and holds it alone."""
-    if request.node.get_closest_marker("slurm_controller") is None or getattr(request.cls, "RESTARTS_SLURM", False):
+    if request.path.name not in SLURM_MODULES or getattr(request.cls, "RESTARTS_SLURM", False):
         yield
         return
     with slurm_lock(exclusive=False):
