@@ -102,14 +102,13 @@ PAPER_DATASETS = [n for n in DATASETS if n != "digits"]  # the paper's row order
 # per-class protocols: (classes sampled, train per class, test per class at most) — see sources.split_per_class
 CLASS_PROTOCOLS = {"caltech101": (102, 30, 10), "caltech256_101": (102, 30, 10), "pubfig83": (80, 85, 15),
                    "sufrw": (80, 10, 5), "lfw": (80, 10, 5), "scene67": (67, 80, 20)}
-# the standard splits' training sets as the readers take them (examples; TIMIT80: frames). The per-class protocols'
-# follow from CLASS_PROTOCOLS and the Flowers sets' from their split files (sources.FLOWERS_TRAIN); iCub's folders
-# fix none. asym.study.train_size reads all three.
-STANDARD_TRAIN = {"mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257, "stl10": 5000,
-                  "timit80": 80 * 400, "digits": 1797 - 540}  # digits: scikit-learn's 1,797 less the 30 % test split
-# their test sets (the per-class protocols' follow from CLASS_PROTOCOLS, as upper bounds: decision 12)
+# the standard splits' test and training sets as the readers take them (examples; TIMIT80: frames). The per-class
+# protocols' follow from CLASS_PROTOCOLS (test counts as upper bounds, decision 12) and the Flowers sets' training
+# sets from their split files (sources.FLOWERS_TRAIN); iCub's folders fix none. asym.study reads them all.
 STANDARD_TEST = {"mnist": 10000, "cifar10": 10000, "cifar100": 10000, "svhn": 26032, "stl10": 8000,
-                 "flowers17": 17 * 20, "flowers102": 6149, "timit80": 80 * 100, "digits": 540}
+                 "flowers17": 17 * 20, "flowers102": 6149, "timit80": 80 * 100, "digits": 540}  # digits: 30 %
+STANDARD_TRAIN = {"mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257, "stl10": 5000,
+                  "timit80": 80 * 400, "digits": 1797 - STANDARD_TEST["digits"]}  # scikit-learn has 1,797 digits
 
 
 def info(name: str) -> DatasetInfo:
